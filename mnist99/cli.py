@@ -1,0 +1,69 @@
+"""The ``mnist99`` command: one sub-command per stage, each a thin shell around ``stages.<name>.run``."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from mnist99.errors import Mnist99Error
+
+# Sub-command -> module under mnist99.stages. Each module has a docstring (its help text), a
+# ``run(cfg) -> dict`` entry function and, if it takes options beyond -c/--set, ``add_arguments(parser)``
+# plus ``run(cfg, args)``. Adding a stage is adding a module and a line here.
+STAGES = ["prepare", "train"]
+
+
+def add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--config", action="append", default=[], metavar="FILE",
+                        help="YAML config; repeat to merge in order (the later wins) over configs/default.yaml")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="override one dotted key, e.g. --set train.epochs=3 (repeatable)")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mnist99", description="MNIST past 99%: a staged, tracked Keras 3 pipeline.")
+    sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
+    for name in STAGES:
+        module = stage_module(name)
+        doc = (module.__doc__ or "").strip()
+        stage_parser = sub.add_parser(name, help=doc.splitlines()[0] if doc else name, description=doc,
+                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+        add_config_args(stage_parser)
+        if hasattr(module, "add_arguments"):
+            module.add_arguments(stage_parser)
+    return parser
+
+
+def stage_module(name: str):
+    """The module ``mnist99.stages.<name>`` (imports are light: heavy libraries load inside run)."""
+    return importlib.import_module(f"mnist99.stages.{name}")
+
+
+def run_stage(stage: str, args: argparse.Namespace) -> dict:
+    """Load the config and call ``mnist99.stages.<stage>.run`` (shared by the CLI and pipelines/)."""
+    from mnist99.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    module = stage_module(stage)
+    return module.run(cfg, args) if hasattr(module, "add_arguments") else module.run(cfg)
+
+
+def main(argv: list[str] | None = None, stage: str | None = None) -> int:
+    """Entry point; ``stage`` fixes the sub-command (for ``pipelines/<stage>.py``)."""
+    args = build_parser().parse_args(([stage] if stage else []) + list(sys.argv[1:] if argv is None else argv))
+    try:
+        run_stage(args.stage, args)
+    except Mnist99Error as exc:
+        if args.debug:
+            raise
+        print(f"mnist99 {args.stage}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mnist99 {args.stage}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

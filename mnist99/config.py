@@ -1,0 +1,244 @@
+"""The typed configuration schema, and loading it from YAML files plus dotted overrides.
+
+OmegaConf merges the files and ``--set`` overrides (later wins); pydantic validates the result
+once, so every stage receives a typed, range-checked :class:`Config` and never a raw dict.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mnist99.errors import ConfigError
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+
+
+class Section(BaseModel):
+    """Base for every section: unknown keys are refused, values are checked on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Section):
+    path: Optional[str] = None  # folder with the four IDX .gz files, or a Keras mnist.npz
+    cache_dir: str = "~/.cache/mnist99"
+    val_size: int = Field(5000, ge=10, le=30000)  # held out of train, stratified
+    train_limit: Optional[int] = Field(None, ge=10)  # smoke runs: a stratified subset
+    test_limit: Optional[int] = Field(None, ge=10)
+
+
+class RotationConfig(Section):
+    enabled: bool = True
+    degrees: float = Field(10.0, ge=0, le=180)
+
+
+class ShiftConfig(Section):
+    enabled: bool = True
+    fraction: float = Field(0.1, ge=0, lt=0.5)
+
+
+class ZoomConfig(Section):
+    enabled: bool = True
+    fraction: float = Field(0.1, ge=0, lt=1)
+
+
+class ShearConfig(Section):
+    enabled: bool = True
+    factor: float = Field(0.1, ge=0, le=1)
+
+
+class ElasticConfig(Section):
+    enabled: bool = False
+    probability: float = Field(0.5, ge=0, le=1)  # RandomElasticTransform `factor`: chance per image
+    scale: float = Field(0.5, ge=0, le=1)  # its `scale`: magnitude of the distortion
+
+
+class AugmentConfig(Section):
+    enabled: bool = True
+    rotation: RotationConfig = RotationConfig()
+    shift: ShiftConfig = ShiftConfig()
+    zoom: ZoomConfig = ZoomConfig()
+    shear: ShearConfig = ShearConfig()
+    elastic: ElasticConfig = ElasticConfig()
+
+
+class ModelConfig(Section):
+    name: str = "rescnn"
+    activation: str = "relu"
+    initializer: str = "he_normal"
+    width: int = Field(32, ge=1, le=8192)  # rescnn: stem channels; resmlp: units per block
+    depth: int = Field(3, ge=1, le=64)  # residual blocks
+    dropout: float = Field(0.1, ge=0, lt=1)
+    l2: float = Field(1e-6, ge=0)
+    leaky_alpha: float = Field(0.1, ge=0, lt=1)  # leaky_relu only
+    maxout_pieces: int = Field(2, ge=2, le=8)  # maxout only
+
+
+class OptimizerConfig(Section):
+    name: str = "adamw"
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(5e-4, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)  # sgd, rmsprop
+    nesterov: bool = True  # sgd
+    clipnorm: Optional[float] = Field(None, gt=0)
+
+
+class ScheduleConfig(Section):
+    name: str = "onecycle"
+    warmup: float = Field(0.15, ge=0, lt=1)  # fraction of all steps (cosine, onecycle)
+    final_fraction: float = Field(0.01, ge=0, le=1)  # last lr / peak lr (cosine, onecycle)
+    step_every: int = Field(3, ge=1)  # epochs between decays (step)
+    step_factor: float = Field(0.5, gt=0, le=1)  # lr multiplier per decay (step, exponential)
+
+
+class EarlyStoppingConfig(Section):
+    enabled: bool = True
+    patience: int = Field(4, ge=1)
+    min_delta: float = Field(0.0, ge=0)
+
+
+class TrainConfig(Section):
+    epochs: int = Field(12, ge=1, le=1000)
+    batch_size: int = Field(128, ge=1, le=65536)
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    optimizer: OptimizerConfig = OptimizerConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
+    deterministic: bool = False  # TF op determinism: reproducible bits, slower
+    mixed_precision: bool = False  # mixed_float16; worth it on a GPU only
+    jit_compile: Literal["auto", "on", "off"] = "auto"
+    strategy: Literal["auto", "mirrored", "none"] = "auto"
+    verbose: int = Field(2, ge=0, le=2)  # keras fit verbosity
+
+
+class MemberConfig(Section):
+    """One ensemble member: a seed plus dotted overrides of the base config."""
+
+    model_config = ConfigDict(extra="forbid")
+    seed: Optional[int] = None
+    run_id: Optional[str] = None  # reuse a finished train run instead of training
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+
+class EnsembleConfig(Section):
+    size: int = Field(3, ge=1, le=50)
+    members: list[MemberConfig] = Field(default_factory=list)  # empty: seeds seed, seed+1, ...
+    weighting: Literal["mean", "val_accuracy"] = "mean"
+
+
+class ExportConfig(Section):
+    dir: str = "exports"
+    registered_name: str = "mnist99-ensemble"
+    saved_model: bool = True
+
+
+class TrackingConfig(Section):
+    uri: Optional[str] = None  # default: $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db
+    experiment: str = "mnist99"
+    system_metrics: bool = False
+
+
+class Config(Section):
+    seed: int = 1
+    data: DataConfig = DataConfig()
+    augment: AugmentConfig = AugmentConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    ensemble: EnsembleConfig = EnsembleConfig()
+    export: ExportConfig = ExportConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    @model_validator(mode="after")
+    def _members_fit_size(self) -> "Config":
+        if self.ensemble.members and len(self.ensemble.members) != self.ensemble.size:
+            raise ValueError(
+                f"ensemble.members lists {len(self.ensemble.members)} members "
+                f"but ensemble.size is {self.ensemble.size}"
+            )
+        return self
+
+
+def _format_validation_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(part) for part in first["loc"]) or "config"
+    value = first.get("input")
+    if first["type"] == "extra_forbidden":
+        return f"unknown config key '{key}'"
+    return f"invalid config value {key}={value!r}: {first['msg']}"
+
+
+def _read_yaml(path: Path) -> Any:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        return OmegaConf.load(path)
+    except (yaml.YAMLError, OmegaConfBaseException) as exc:
+        reason = str(exc).splitlines()[0]
+        raise ConfigError(f"malformed YAML in {path}: {reason}") from None
+
+
+def _parse_override(item: str) -> Any:
+    if "=" not in item:
+        raise ConfigError(f"override '{item}' is not of the form dotted.key=value")
+    try:
+        return OmegaConf.from_dotlist([item])
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"bad override '{item}': {str(exc).splitlines()[0]}") from None
+
+
+def load_config(files: list[str | Path] | None = None, overrides: list[str] | None = None) -> Config:
+    """Merge the default config, ``files`` in order and ``overrides`` (``a.b=value``), then validate.
+
+    The default file is always the base, so an experiment file states only what differs.
+    Raises ConfigError naming the file, dotted key or value at fault.
+    """
+    layers = [_read_yaml(DEFAULT_CONFIG)]
+    layers += [_read_yaml(Path(f)) for f in files or [] if Path(f).resolve() != DEFAULT_CONFIG]
+    layers += [_parse_override(o) for o in overrides or []]
+    try:
+        merged = OmegaConf.to_container(OmegaConf.merge(*layers), resolve=True)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"cannot merge configs: {str(exc).splitlines()[0]}") from None
+    return validate_config(merged)
+
+
+def validate_config(data: Any) -> Config:
+    """Validate a plain mapping into a :class:`Config`, refusing unknown keys and bad values."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"a config must be a mapping of keys, got {type(data).__name__}")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err)) from None
+
+
+def with_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
+    """Return a copy of ``cfg`` with dotted-key ``overrides`` applied and validated again."""
+    base = OmegaConf.create(cfg.model_dump())
+    patch = OmegaConf.from_dotlist([f"{k}={v}" for k, v in overrides.items()])
+    return validate_config(OmegaConf.to_container(OmegaConf.merge(base, patch), resolve=True))
+
+
+def to_yaml(cfg: Config) -> str:
+    """The resolved config as YAML, the form logged to MLflow and accepted back by ``-c``."""
+    return yaml.safe_dump(cfg.model_dump(), sort_keys=False)
+
+
+def flatten(cfg: Config) -> dict[str, Any]:
+    """Dotted keys to values (``train.optimizer.lr``), the form MLflow params take."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(f"{prefix}.{key}" if prefix else key, value)
+        else:
+            out[prefix] = node
+
+    walk("", cfg.model_dump())
+    return out

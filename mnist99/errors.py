@@ -1,0 +1,21 @@
+"""The errors mnist99 raises for bad input: the CLI prints them as one line and exits non-zero."""
+
+
+class Mnist99Error(Exception):
+    """A problem the user can fix (bad config, data, image or model); shown without a traceback."""
+
+
+class ConfigError(Mnist99Error):
+    """A config file, key or value is wrong."""
+
+
+class DataError(Mnist99Error):
+    """MNIST could not be found, or a file is corrupt."""
+
+
+class InputError(Mnist99Error):
+    """An image or array given for prediction is not usable."""
+
+
+class ModelLoadError(Mnist99Error):
+    """A model file or URI cannot be loaded."""

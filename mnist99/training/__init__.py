@@ -1,0 +1,1 @@
+"""Training: optimisers and schedules by name, callbacks, and the fit loop."""

@@ -1,0 +1,83 @@
+"""Optimisers and learning-rate schedules by name, built from Keras' own classes."""
+from __future__ import annotations
+
+import keras
+
+from mnist99.config import OptimizerConfig, ScheduleConfig
+from mnist99.registry import Registry
+
+OPTIMIZERS: Registry = Registry("optimizer")
+SCHEDULES: Registry = Registry("schedule")
+
+
+@OPTIMIZERS.register("sgd")
+def _sgd(cfg: OptimizerConfig, lr) -> keras.optimizers.Optimizer:
+    return keras.optimizers.SGD(lr, momentum=cfg.momentum, nesterov=cfg.nesterov, clipnorm=cfg.clipnorm)
+
+
+@OPTIMIZERS.register("adamw")
+def _adamw(cfg: OptimizerConfig, lr) -> keras.optimizers.Optimizer:
+    return keras.optimizers.AdamW(lr, weight_decay=cfg.weight_decay, clipnorm=cfg.clipnorm)
+
+
+@OPTIMIZERS.register("adam")
+def _adam(cfg: OptimizerConfig, lr) -> keras.optimizers.Optimizer:
+    return keras.optimizers.Adam(lr, clipnorm=cfg.clipnorm)
+
+
+@OPTIMIZERS.register("rmsprop")
+def _rmsprop(cfg: OptimizerConfig, lr) -> keras.optimizers.Optimizer:
+    return keras.optimizers.RMSprop(lr, momentum=cfg.momentum, clipnorm=cfg.clipnorm)
+
+
+@OPTIMIZERS.register("adagrad")
+def _adagrad(cfg: OptimizerConfig, lr) -> keras.optimizers.Optimizer:
+    return keras.optimizers.Adagrad(lr, clipnorm=cfg.clipnorm)
+
+
+@SCHEDULES.register("constant")
+def _constant(cfg: ScheduleConfig, lr: float, steps_per_epoch: int, epochs: int):
+    return lr
+
+
+@SCHEDULES.register("step")
+def _step(cfg: ScheduleConfig, lr: float, steps_per_epoch: int, epochs: int):
+    """Step decay: multiply by ``step_factor`` every ``step_every`` epochs."""
+    boundaries = [steps_per_epoch * e for e in range(cfg.step_every, epochs, cfg.step_every)]
+    values = [lr * cfg.step_factor**i for i in range(len(boundaries) + 1)]
+    if not boundaries:
+        return lr
+    return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+
+
+@SCHEDULES.register("exponential")
+def _exponential(cfg: ScheduleConfig, lr: float, steps_per_epoch: int, epochs: int):
+    """Smooth decay by ``step_factor`` per ``step_every`` epochs."""
+    return keras.optimizers.schedules.ExponentialDecay(lr, steps_per_epoch * cfg.step_every, cfg.step_factor)
+
+
+def _warm_cosine(cfg: ScheduleConfig, lr: float, total: int, start: float):
+    warmup = int(total * cfg.warmup)
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=start, decay_steps=max(total - warmup, 1), alpha=cfg.final_fraction,
+        warmup_target=lr if warmup else None, warmup_steps=warmup,
+    )
+
+
+@SCHEDULES.register("cosine")
+def _cosine(cfg: ScheduleConfig, lr: float, steps_per_epoch: int, epochs: int):
+    """Linear warm-up from 0 to ``lr`` over ``warmup`` of the steps, then cosine to lr*final_fraction."""
+    return _warm_cosine(cfg, lr, steps_per_epoch * epochs, start=0.0 if cfg.warmup else lr)
+
+
+@SCHEDULES.register("onecycle")
+def _onecycle(cfg: ScheduleConfig, lr: float, steps_per_epoch: int, epochs: int):
+    """One-cycle: warm up from lr/25 to ``lr``, then anneal by cosine to lr*final_fraction."""
+    return _warm_cosine(cfg, lr, steps_per_epoch * epochs, start=lr / 25.0 if cfg.warmup else lr)
+
+
+def build_optimizer(opt: OptimizerConfig, sched: ScheduleConfig, steps_per_epoch: int, epochs: int):
+    """The optimiser named by ``opt.name`` driven by the schedule named by ``sched.name``."""
+    make_opt = OPTIMIZERS.get(opt.name)
+    lr = SCHEDULES.get(sched.name)(sched, opt.lr, steps_per_epoch, epochs)
+    return make_opt(opt, lr)

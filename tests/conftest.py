@@ -1,0 +1,56 @@
+"""Shared fixtures: a throwaway MLflow store per test, the real MNIST from $MNIST99_DATA, smoke configs."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ROOT = Path(__file__).resolve().parent.parent
+SMOKE = ROOT / "configs" / "smoke.yaml"
+
+
+def real_data_dir() -> Path | None:
+    path = os.environ.get("MNIST99_DATA")
+    return Path(path) if path and Path(path).exists() else None
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch) -> str:
+    """A fresh SQLite MLflow store under tmp_path, set through MLFLOW_TRACKING_URI."""
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    (tmp_path / "mlruns").mkdir()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri
+
+
+@pytest.fixture
+def smoke_cfg(tmp_path, store):
+    """The real smoke config (real MNIST, a few hundred images), caching into tmp_path."""
+    if real_data_dir() is None:
+        pytest.skip("MNIST99_DATA is not set to the folder of the four MNIST files")
+    from mnist99.config import load_config
+
+    return load_config([SMOKE], [f"data.cache_dir={tmp_path / 'cache'}"])
+
+
+@pytest.fixture
+def tiny_splits():
+    """Synthetic 'MNIST': 200 train, 60 val, 60 test uint8 images, where the label is a bright bar's row."""
+    import numpy as np
+
+    from mnist99.data import Splits
+
+    rng = np.random.default_rng(0)
+
+    def make(n):
+        y = rng.integers(0, 10, n)
+        x = rng.integers(0, 30, (n, 28, 28)).astype("uint8")
+        for i, label in enumerate(y):
+            x[i, 2 + 2 * label : 4 + 2 * label, 4:24] = 255
+        return x, y
+
+    (xt, yt), (xv, yv), (xs, ys) = make(200), make(60), make(60)
+    return Splits(xt, yt, xv, yv, xs, ys, source="synthetic", digest="0" * 64)

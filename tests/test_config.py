@@ -1,0 +1,54 @@
+import pytest
+
+from mnist99.config import flatten, load_config, to_yaml, validate_config, with_overrides
+from mnist99.errors import ConfigError
+from tests.conftest import ROOT, SMOKE
+
+
+def test_default_loads_and_files_merge_in_order():
+    cfg = load_config([ROOT / "configs" / "mlp.yaml", SMOKE], ["train.epochs=2"])
+    assert cfg.model.name == "resmlp"  # from mlp.yaml
+    assert cfg.model.width == 8  # smoke.yaml wins over mlp.yaml
+    assert cfg.train.epochs == 2  # --set wins over files
+    assert cfg.train.optimizer.name == "sgd"
+
+
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("model.dropout=1.0", "model.dropout=1.0"),
+        ("train.optimizer.lr=0", "train.optimizer.lr=0"),
+        ("train.epochs=0", "train.epochs=0"),
+        ("ensemble.size=0", "ensemble.size=0"),
+        ("train.epochs=abc", "train.epochs='abc'"),
+        ("model.colour=red", "unknown config key 'model.colour'"),
+        ("train.jit_compile=maybe", "train.jit_compile='maybe'"),
+    ],
+)
+def test_bad_values_name_the_dotted_key(override, fragment):
+    with pytest.raises(ConfigError) as err:
+        load_config([], [override])
+    assert fragment in str(err.value)
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config([tmp_path / "nope.yaml"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed\n")
+    with pytest.raises(ConfigError, match="malformed YAML"):
+        load_config([bad])
+    with pytest.raises(ConfigError, match="not of the form"):
+        load_config([], ["train.epochs"])
+
+
+def test_resolved_yaml_round_trips_and_flattens(tmp_path):
+    cfg = load_config([SMOKE])
+    path = tmp_path / "resolved.yaml"
+    path.write_text(to_yaml(cfg))
+    assert load_config([path]) == cfg
+    flat = flatten(cfg)
+    assert flat["train.optimizer.lr"] == cfg.train.optimizer.lr
+    assert with_overrides(cfg, {"model.width": 4}).model.width == 4
+    with pytest.raises(ConfigError):
+        validate_config(["not", "a", "mapping"])

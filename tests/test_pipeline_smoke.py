@@ -1,0 +1,48 @@
+"""Integration: the real stages at smoke size on the real MNIST, checked through the MLflow store."""
+import subprocess
+import sys
+
+import mlflow
+import pytest
+
+from tests.conftest import ROOT, SMOKE
+
+pytestmark = pytest.mark.integration
+
+
+def test_prepare_then_train_log_everything(smoke_cfg, store):
+    from mnist99.stages import prepare, train
+
+    prep = prepare.run(smoke_cfg)
+    assert prep["train"] == 512 and prep["val"] == 200 and prep["test"] == 256
+    out = train.run(smoke_cfg)
+    client = mlflow.MlflowClient(store)
+    run = client.get_run(out["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == "train-rescnn-adamw-s1"
+    assert run.data.tags["mnist99.stage"] == "train"
+    assert run.data.tags["mnist99.model"] == "rescnn"
+    assert run.data.tags["mnist99.optimizer"] == "adamw"
+    assert run.data.params["train.optimizer.lr"] == str(smoke_cfg.train.optimizer.lr)
+    assert run.data.params["data.train_limit"] == "512"
+    for key in ("test_accuracy", "test_loss", "val_accuracy", "best_epoch", "epochs_run", "train_seconds"):
+        assert key in run.data.metrics, key
+    assert 0.0 <= run.data.metrics["test_accuracy"] <= 1.0
+    for key in ("loss", "accuracy", "lr"):
+        assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1], key
+    for key in ("val_loss", "val_accuracy"):  # each epoch, then the restored best model
+        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, key)) == [1, 2], key
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "learning_curves.png", "model", "model_summary.txt"} <= artifacts
+    model_files = [a.path for a in client.list_artifacts(run.info.run_id, "model")]
+    assert model_files == ["model/model.keras"]
+    inputs = run.inputs.dataset_inputs
+    assert {d.dataset.name for d in inputs} == {"mnist-train", "mnist-val", "mnist-test"}
+
+
+def test_cli_reports_bad_config_in_one_line(tmp_path, store):
+    done = subprocess.run([sys.executable, "-m", "mnist99.cli", "train", "-c", str(SMOKE), "--set", "model.dropout=1.5"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        "mnist99 train: error: invalid config value model.dropout=1.5: Input should be less than 1")
