@@ -9,7 +9,7 @@ CONFIG ?= configs/default.yaml
 .PHONY: setup run test test-all lint bench clean
 
 $(BIN)/mnist99: setup.cfg pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv --system-site-packages $(VENV)  # reuses what the machine has; installs the rest
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
