@@ -10,7 +10,7 @@ from mnist99.errors import Mnist99Error
 # Sub-command -> module under mnist99.stages. Each module has a docstring (its help text), a
 # ``run(cfg) -> dict`` entry function and, if it takes options beyond -c/--set, ``add_arguments(parser)``
 # plus ``run(cfg, args)``. Adding a stage is adding a module and a line here.
-STAGES = ["prepare", "train"]
+STAGES = ["prepare", "train", "ensemble", "export", "run", "ui", "evaluate", "predict", "tune", "study"]
 
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -49,8 +49,26 @@ def run_stage(stage: str, args: argparse.Namespace) -> dict:
     return module.run(cfg, args) if hasattr(module, "add_arguments") else module.run(cfg)
 
 
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow with stderr muted: its C++ start-up lines (oneDNN, CUDA stubs) are printed
+    before absl logging starts, so no TF_CPP_MIN_LOG_LEVEL silences them and they would bury our
+    one-line errors. An import failure still raises, with its message, once stderr is back."""
+    import os
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def main(argv: list[str] | None = None, stage: str | None = None) -> int:
     """Entry point; ``stage`` fixes the sub-command (for ``pipelines/<stage>.py``)."""
+    import_tensorflow_quietly()
     args = build_parser().parse_args(([stage] if stage else []) + list(sys.argv[1:] if argv is None else argv))
     try:
         run_stage(args.stage, args)

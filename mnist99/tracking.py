@@ -7,20 +7,28 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import sys
 import tempfile
 import time
 import traceback
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
 import keras
 import mlflow
+import numpy as np
+from mlflow.models import ModelSignature
+from mlflow.types import Schema, TensorSpec
 
 from mnist99 import __version__
 from mnist99.config import Config, flatten, to_yaml
+from mnist99.errors import ModelLoadError
 
 DEFAULT_STORE = Path("mlruns")
 EXPERIMENT_DESCRIPTION = "mnist99 runs: train, ensemble, evaluate, export (one run per stage)."
+# MLflow 3's UI opens an experiment on its GenAI trace overview unless told it holds model training runs.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def tracking_uri(cfg: Config) -> str:
@@ -39,20 +47,23 @@ def _artifact_root(uri: str) -> str | None:
     return None
 
 
-def setup(cfg: Config, experiment: str | None = None) -> str:
-    """Point MLflow at the store and the experiment (created with a description if new); returns its id."""
+def setup(cfg: Config, experiment: str | None = None, description: str = EXPERIMENT_DESCRIPTION) -> str:
+    """Point MLflow at the store and the experiment (created with ``description`` if new); returns its id."""
     uri = tracking_uri(cfg)
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     name = experiment or cfg.tracking.experiment
+    tags = {"mlflow.note.content": description, **EXPERIMENT_KIND}
     found = mlflow.get_experiment_by_name(name)
     if found is not None:
+        for key, value in tags.items():  # stores made before these tags existed get them too
+            if key not in found.tags:
+                mlflow.MlflowClient().set_experiment_tag(found.experiment_id, key, value)
         mlflow.set_experiment(experiment_id=found.experiment_id)
         return found.experiment_id
     root = _artifact_root(uri)
-    exp_id = mlflow.create_experiment(name, artifact_location=f"{root}/{name}" if root else None,
-                                      tags={"mlflow.note.content": EXPERIMENT_DESCRIPTION})
+    exp_id = mlflow.create_experiment(name, artifact_location=f"{root}/{name}" if root else None, tags=tags)
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
 
@@ -86,14 +97,17 @@ def base_tags(stage: str) -> dict[str, str]:
 
 @contextlib.contextmanager
 def stage_run(cfg: Config, stage: str, run_name: str, tags: dict[str, str] | None = None,
-              nested: bool = False, run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
+              nested: bool = False, run_id: str | None = None,
+              parent_run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
     """One MLflow run for a stage: FINISHED on success, FAILED (error logged) on an exception, KILLED on Ctrl-C.
 
     ``run_id`` resumes an existing run (after a crash) instead of starting a new one.
+    ``parent_run_id`` nests the run under a run that another process holds open (a search's workers).
     """
     run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, nested=nested,
+                           parent_run_id=None if run_id else parent_run_id,
                            tags={**base_tags(stage), **(tags or {})},
-                           log_system_metrics=cfg.tracking.system_metrics or None)
+                           log_system_metrics=cfg.tracking.system_metrics)  # a bool: MLflow's env var is not consulted
     try:
         yield run
     except KeyboardInterrupt:
@@ -131,6 +145,30 @@ def log_dataset(splits, context_prefix: str = "") -> None:
     mlflow.set_tag("mnist99.data_digest", splits.digest)
 
 
+def child_runs(parent_run_id: str, tag: str) -> dict[str, str]:
+    """The runs nested under ``parent_run_id``, by their value of ``tag`` (e.g. trial id -> run id).
+
+    The store itself is the map, so a resumed search in any process finds the runs it already made.
+    """
+    parent = mlflow.get_run(parent_run_id)
+    runs = mlflow.search_runs([parent.info.experiment_id], output_format="list", order_by=["attributes.start_time"],
+                              filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
+    found: dict[str, str] = {}
+    for run in runs:
+        found.setdefault(run.data.tags.get(tag, ""), run.info.run_id)
+    found.pop("", None)
+    return found
+
+
+def update_run(run_id: str, tags: dict[str, str] | None = None, metrics: dict[str, float] | None = None) -> None:
+    """Tag and score a run that is not the active one (e.g. a trial after its run ended)."""
+    client = mlflow.MlflowClient()
+    for key, value in (tags or {}).items():
+        client.set_tag(run_id, key, str(value))
+    for key, value in (metrics or {}).items():
+        client.log_metric(run_id, key, float(value))
+
+
 def log_figure(fig, path: str) -> None:
     mlflow.log_figure(fig, path)
 
@@ -154,11 +192,47 @@ def log_metrics(metrics: dict[str, Any], step: int | None = None) -> None:
     mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None}, step=step)
 
 
-class MlflowEpochLogger(keras.callbacks.Callback):
-    """Logs ``loss, accuracy, val_loss, val_accuracy, lr`` and ``epoch_seconds`` with step = epoch."""
+def set_tag(key: str, value: str) -> None:
+    """Tag the active run (e.g. ``mnist99.overfit_epoch``, set by the diagnostics callback)."""
+    mlflow.set_tag(key, value)
 
-    def __init__(self, start_epoch: int = 0) -> None:
+
+def log_text(text: str, path: str) -> None:
+    mlflow.log_text(text, path)
+
+
+def metric_history(run_id: str, key: str) -> list[float]:
+    """The values a run logged for ``key``, in step order (empty if it logged none)."""
+    history = mlflow.MlflowClient().get_metric_history(run_id, key)
+    return [m.value for m in sorted(history, key=lambda m: (m.step, m.timestamp))]
+
+
+def unfinished_run(run_id: str | None) -> str | None:
+    """``run_id`` if the store holds that run and it did not finish (so it can be resumed), else None."""
+    if not run_id:
+        return None
+    try:
+        run = mlflow.get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        return None
+    return run_id if run.info.status != "FINISHED" else None
+
+
+def last_step(run_id: str, key: str = "loss") -> int:
+    """The highest step a run logged for ``key`` (0 if none): where a resumed run's curves continue."""
+    return max((m.step for m in mlflow.MlflowClient().get_metric_history(run_id, key)), default=0)
+
+
+class MlflowEpochLogger(keras.callbacks.Callback):
+    """Logs ``loss, accuracy, val_loss, val_accuracy, lr`` and ``epoch_seconds`` with step = epoch.
+
+    ``logged_until``: epochs up to this step were logged before an interruption; a resumed run
+    that repeats one of them (killed after logging, before its backup) does not log it twice.
+    """
+
+    def __init__(self, logged_until: int = 0) -> None:
         super().__init__()
+        self.logged_until = logged_until
         self._t0 = 0.0
 
     def on_epoch_begin(self, epoch: int, logs=None) -> None:
@@ -168,7 +242,8 @@ class MlflowEpochLogger(keras.callbacks.Callback):
         metrics = {k: float(v) for k, v in (logs or {}).items() if k in ("loss", "accuracy", "val_loss", "val_accuracy")}
         metrics["lr"] = current_lr(self.model.optimizer)
         metrics["epoch_seconds"] = time.perf_counter() - self._t0
-        mlflow.log_metrics(metrics, step=epoch + 1)
+        if epoch + 1 > self.logged_until:
+            mlflow.log_metrics(metrics, step=epoch + 1)
 
 
 def current_lr(optimizer) -> float:
@@ -177,5 +252,78 @@ def current_lr(optimizer) -> float:
     return float(keras.ops.convert_to_numpy(lr))
 
 
+def server_argv(cfg: Config, host: str = "127.0.0.1", port: int = 5000) -> list[str]:
+    """``mlflow server`` on the stages' store and artifact root, with one worker (MLflow's 4 crowd a 2-core machine)."""
+    uri = tracking_uri(cfg)
+    argv = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
+            "--host", host, "--port", str(port), "--workers", "1"]
+    root = _artifact_root(uri)
+    return argv + ["--default-artifact-root", root] if root else argv
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def download(uri: str) -> Path:
+    """The local path of an MLflow URI (``runs:/<id>/<path>``, ``models:/<name>/<version|latest>``).
+
+    Raises ModelLoadError naming the URI when MLflow cannot resolve it (unknown run, model or version).
+    """
+    try:
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    except (mlflow.exceptions.MlflowException, OSError) as exc:
+        raise ModelLoadError(f"cannot fetch {uri}: {_first_line(exc)}") from None
+
+
+def finished_run(run_id: str) -> mlflow.entities.Run:
+    """The run ``run_id``; ModelLoadError naming it when the store has no such run or it did not finish."""
+    try:
+        run = mlflow.get_run(run_id)
+    except mlflow.exceptions.MlflowException as exc:
+        raise ModelLoadError(f"no MLflow run {run_id!r}: {_first_line(exc)}") from None
+    if run.info.status != "FINISHED":
+        raise ModelLoadError(f"run {run_id} is {run.info.status}, expected a FINISHED run")
+    return run
+
+
+def latest_finished_run(stage: str) -> mlflow.entities.Run | None:
+    """The newest FINISHED run of ``stage`` (tag ``mnist99.stage``) in the current experiment, if any."""
+    runs = mlflow.search_runs(filter_string=f"tags.`mnist99.stage` = '{stage}' AND attributes.status = 'FINISHED'",
+                              order_by=["attributes.start_time DESC"], max_results=1, output_format="list")
+    return runs[0] if runs else None
+
+
+def keras_signature(model: keras.Model) -> ModelSignature:
+    """The tensor signature of a one-input, one-output Keras model, with a free batch dimension."""
+    def spec(tensor) -> TensorSpec:
+        return TensorSpec(np.dtype(tensor.dtype), (-1, *tensor.shape[1:]))
+
+    return ModelSignature(inputs=Schema([spec(model.inputs[0])]), outputs=Schema([spec(model.outputs[0])]))
+
+
+def log_registered_model(model: keras.Model, registered_name: str, tags: dict[str, str],
+                         name: str = "model") -> str:
+    """Log ``model`` as an MLflow Keras model with its signature, register it, tag the new version; returns it.
+
+    Requirements are pinned to the running versions: letting MLflow infer them reloads the model in a
+    subprocess (15 s on 2 cores). No ``input_example=``: in MLflow 3.17.2 it raises FileNotFoundError
+    (the example is written before the model folder exists), so callers log the example as an artifact.
+    """
+    requirements = [f"{pkg}=={metadata.version(pkg)}" for pkg in ("mlflow", "keras", "tensorflow", "numpy")]
+    info = mlflow.keras.log_model(model, name=name, signature=keras_signature(model),
+                                  registered_model_name=registered_name, pip_requirements=requirements)
+    version = str(info.registered_model_version)
+    client = mlflow.MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(registered_name, version, key, value)
+    return version
+
+
+def log_dict(data: dict, path: str) -> None:
+    mlflow.log_dict(data, path)
+
+
 def ui_command(cfg: Config) -> str:
-    return f"mlflow ui --backend-store-uri {tracking_uri(cfg)} --host 127.0.0.1 --port 5000"
+    """The command that opens this store in the MLflow UI (for messages)."""
+    return f"mnist99 ui --set tracking.uri={tracking_uri(cfg)}"

@@ -33,7 +33,7 @@ def smoke_cfg(tmp_path, store):
         pytest.skip("MNIST99_DATA is not set to the folder of the four MNIST files")
     from mnist99.config import load_config
 
-    return load_config([SMOKE], [f"data.cache_dir={tmp_path / 'cache'}"])
+    return load_config([SMOKE], [f"data.cache_dir={tmp_path / 'cache'}", f"train.checkpoint_dir={tmp_path / 'ckpt'}"])
 
 
 @pytest.fixture
@@ -54,3 +54,25 @@ def tiny_splits():
 
     (xt, yt), (xv, yv), (xs, ys) = make(200), make(60), make(60)
     return Splits(xt, yt, xv, yv, xs, ys, source="synthetic", digest="0" * 64)
+
+
+@pytest.fixture
+def tiny_members():
+    """Two tiny 'trained' members (float (28, 28, 1) -> softmax over 10) with fixed random weights.
+
+    Both use the same layer names, as two reloaded copies of one architecture would.
+    """
+    import keras
+    import numpy as np
+
+    def member(seed: int):
+        rng = np.random.default_rng(seed)
+        inputs = keras.Input((28, 28, 1))
+        x = keras.layers.Flatten(name="flat")(inputs)
+        probs = keras.layers.Dense(10, activation="softmax", name="dense")(x)
+        model = keras.Model(inputs, probs, name="tiny")
+        model.get_layer("dense").set_weights([rng.normal(0, 0.05, (784, 10)).astype("float32"),
+                                              rng.normal(0, 0.1, 10).astype("float32")])
+        return model
+
+    return [member(1), member(2)]

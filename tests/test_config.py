@@ -22,7 +22,7 @@ def test_default_loads_and_files_merge_in_order():
         ("ensemble.size=0", "ensemble.size=0"),
         ("train.epochs=abc", "train.epochs='abc'"),
         ("model.colour=red", "unknown config key 'model.colour'"),
-        ("train.jit_compile=maybe", "train.jit_compile='maybe'"),
+        ("train.jit_compile=maybe", "train.jit_compile"),
     ],
 )
 def test_bad_values_name_the_dotted_key(override, fragment):

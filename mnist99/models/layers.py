@@ -1,13 +1,52 @@
-"""Building blocks shared by the models: activations, initialisers and dropout chosen by name."""
+"""Building blocks shared by the models: activations, initialisers and dropout chosen by name.
+
+Maxout needs the linear layer before it to produce ``maxout_pieces`` times the units, so the model
+builders multiply their units by :func:`widening`; for every other activation it is 1.
+"""
 from __future__ import annotations
 
 import keras
 
 from mnist99.config import ModelConfig
+from mnist99.errors import ConfigError
 from mnist99.registry import Registry
 
 ACTIVATIONS: Registry = Registry("activation")
 INITIALIZERS = ("he_normal", "glorot_uniform", "orthogonal", "lecun_normal")
+DEFAULT_INITIALIZER = ModelConfig.model_fields["initializer"].default
+# Activations whose theory assumes a particular initialiser; used when the config keeps the default.
+# SELU's self-normalisation (Klambauer et al., 2017) is derived for LeCun-normal weights.
+PAIRED_INITIALIZERS = {"selu": "lecun_normal"}
+
+
+@keras.saving.register_keras_serializable(package="mnist99")
+class Maxout(keras.layers.Layer):
+    """Maxout (Goodfellow et al., 2013): the max over each group of ``pieces`` consecutive channels.
+
+    The last axis shrinks from C to C / pieces, so the layer before must produce ``pieces`` times
+    the units wanted. Registered for serialisation, so ``.keras`` files load in safe mode.
+    """
+
+    def __init__(self, pieces: int = 2, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if pieces < 2:
+            raise ValueError(f"Maxout needs pieces >= 2, got {pieces}")
+        self.pieces = pieces
+
+    def build(self, input_shape) -> None:
+        if input_shape[-1] is None or input_shape[-1] % self.pieces:
+            raise ValueError(f"Maxout with {self.pieces} pieces needs a channel count divisible by "
+                             f"{self.pieces}, got input shape {tuple(input_shape)}")
+
+    def call(self, inputs):
+        groups = (-1, *inputs.shape[1:-1], inputs.shape[-1] // self.pieces, self.pieces)
+        return keras.ops.max(keras.ops.reshape(inputs, groups), axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], input_shape[-1] // self.pieces)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "pieces": self.pieces}
 
 
 @ACTIVATIONS.register("relu")
@@ -45,18 +84,33 @@ def _swish(cfg: ModelConfig) -> keras.layers.Layer:
     return keras.layers.Activation("swish")
 
 
+@ACTIVATIONS.register("maxout")
+def _maxout(cfg: ModelConfig) -> keras.layers.Layer:
+    return Maxout(cfg.maxout_pieces)
+
+
+def widening(cfg: ModelConfig) -> int:
+    """How many times the units the linear layer before the activation must produce (maxout: k)."""
+    return cfg.maxout_pieces if cfg.activation == "maxout" else 1
+
+
 def activation(cfg: ModelConfig) -> keras.layers.Layer:
     """A fresh activation layer named by ``cfg.activation``."""
     return ACTIVATIONS.get(cfg.activation)(cfg)
 
 
 def initializer(cfg: ModelConfig) -> keras.initializers.Initializer:
-    """The kernel initialiser named by ``cfg.initializer`` (SELU wants lecun_normal)."""
-    if cfg.initializer not in INITIALIZERS:
-        from mnist99.errors import ConfigError
+    """The kernel initialiser named by ``cfg.initializer``.
 
+    Left at the default (he_normal), it becomes the activation's paired initialiser where it has
+    one: SELU gets lecun_normal. Naming any other initialiser uses that one as it is.
+    """
+    if cfg.initializer not in INITIALIZERS:
         raise ConfigError(f"unknown initializer '{cfg.initializer}' (valid: {', '.join(INITIALIZERS)})")
-    return keras.initializers.get(cfg.initializer)
+    name = cfg.initializer
+    if name == DEFAULT_INITIALIZER:
+        name = PAIRED_INITIALIZERS.get(cfg.activation, name)
+    return keras.initializers.get(name)
 
 
 def dropout(cfg: ModelConfig) -> keras.layers.Layer:
@@ -64,6 +118,11 @@ def dropout(cfg: ModelConfig) -> keras.layers.Layer:
     if cfg.activation == "selu":
         return keras.layers.AlphaDropout(cfg.dropout)
     return keras.layers.Dropout(cfg.dropout)
+
+
+def batch_norm(cfg: ModelConfig, name: str | None = None) -> keras.layers.Layer:
+    """BatchNormalization with the configured moving-statistics momentum."""
+    return keras.layers.BatchNormalization(momentum=cfg.bn_momentum, name=name)
 
 
 def regularizer(cfg: ModelConfig) -> keras.regularizers.Regularizer | None:

@@ -10,28 +10,33 @@ from __future__ import annotations
 import keras
 
 from mnist99.config import ModelConfig
-from mnist99.models.layers import activation, classifier_head, initializer, regularizer
+from mnist99.models.layers import activation, batch_norm, classifier_head, initializer, regularizer, widening
 
 
 def conv_bn(x, filters: int, cfg: ModelConfig, kernel: int = 3, strides: int = 1):
     x = keras.layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False,
                             kernel_initializer=initializer(cfg), kernel_regularizer=regularizer(cfg))(x)
-    return keras.layers.BatchNormalization()(x)
+    return batch_norm(cfg)(x)
 
 
 def residual_block(x, filters: int, cfg: ModelConfig, strides: int = 1):
-    """Two 3x3 convs with BatchNorm; a 1x1 projection on the shortcut when the shape changes."""
+    """Two 3x3 convs with BatchNorm; a 1x1 projection on the shortcut when the shape changes.
+
+    Each conv produces ``filters * widening(cfg)`` channels and each activation hands back
+    ``filters``; for maxout the sum is wider than the block's input, so its shortcut is projected.
+    """
+    wide = filters * widening(cfg)
     shortcut = x
-    y = activation(cfg)(conv_bn(x, filters, cfg, strides=strides))
-    y = conv_bn(y, filters, cfg)
-    if strides != 1 or x.shape[-1] != filters:
-        shortcut = conv_bn(x, filters, cfg, kernel=1, strides=strides)
+    y = activation(cfg)(conv_bn(x, wide, cfg, strides=strides))
+    y = conv_bn(y, wide, cfg)
+    if strides != 1 or x.shape[-1] != wide:
+        shortcut = conv_bn(x, wide, cfg, kernel=1, strides=strides)
     return activation(cfg)(keras.layers.Add()([y, shortcut]))
 
 
 def build(cfg: ModelConfig) -> keras.Model:
     inputs = keras.Input((28, 28, 1), name="image")
-    x = activation(cfg)(conv_bn(inputs, cfg.width, cfg, kernel=5, strides=2))  # 14x14
+    x = activation(cfg)(conv_bn(inputs, cfg.width * widening(cfg), cfg, kernel=5, strides=2))  # 14x14
     for _ in range(cfg.depth - 1):
         x = residual_block(x, cfg.width, cfg)
     x = residual_block(x, 2 * cfg.width, cfg, strides=2)  # 7x7

@@ -8,14 +8,17 @@ from __future__ import annotations
 import keras
 
 from mnist99.config import ModelConfig
-from mnist99.models.layers import activation, classifier_head, dropout, initializer, regularizer
+from mnist99.models.layers import activation, batch_norm, classifier_head, dropout, initializer, regularizer, widening
 
 
 def dense_block(x, cfg: ModelConfig, name: str):
-    """Dense -> BatchNorm -> activation -> Dropout, added back to its input."""
-    y = keras.layers.Dense(cfg.width, use_bias=False, kernel_initializer=initializer(cfg),
+    """Dense -> BatchNorm -> activation -> Dropout, added back to its input.
+
+    The Dense produces ``width * widening(cfg)`` units, so the activation always hands back ``width``.
+    """
+    y = keras.layers.Dense(cfg.width * widening(cfg), use_bias=False, kernel_initializer=initializer(cfg),
                            kernel_regularizer=regularizer(cfg), name=f"{name}_dense")(x)
-    y = keras.layers.BatchNormalization(name=f"{name}_bn")(y)
+    y = batch_norm(cfg, f"{name}_bn")(y)
     y = activation(cfg)(y)
     y = dropout(cfg)(y)
     return keras.layers.Add(name=f"{name}_add")([x, y])
@@ -24,9 +27,9 @@ def dense_block(x, cfg: ModelConfig, name: str):
 def build(cfg: ModelConfig) -> keras.Model:
     inputs = keras.Input((28, 28, 1), name="image")
     x = keras.layers.Flatten()(inputs)
-    x = keras.layers.Dense(cfg.width, use_bias=False, kernel_initializer=initializer(cfg),
+    x = keras.layers.Dense(cfg.width * widening(cfg), use_bias=False, kernel_initializer=initializer(cfg),
                            kernel_regularizer=regularizer(cfg), name="stem")(x)
-    x = keras.layers.BatchNormalization(name="stem_bn")(x)
+    x = batch_norm(cfg, "stem_bn")(x)
     x = activation(cfg)(x)
     for i in range(cfg.depth):
         x = dense_block(x, cfg, f"block{i + 1}")

@@ -5,7 +5,7 @@ metrics, ``test_accuracy`` & co., ``config.yaml``, ``model/model.keras`` and ``l
 """
 from __future__ import annotations
 
-from mnist99 import plots, tracking
+from mnist99 import plots, resume, tracking
 from mnist99.config import Config
 from mnist99.data import Splits, make_splits
 
@@ -16,13 +16,27 @@ def run_name(cfg: Config) -> str:
 
 def train_in_run(cfg: Config, splits: Splits, nested: bool = False, name: str | None = None) -> dict:
     """Train one model inside its own (possibly nested) MLflow run; returns metrics, run id and model."""
+    from mnist99 import diagnostics
     from mnist99.training.fit import train_model
 
     tags = {"mnist99.model": cfg.model.name, "mnist99.optimizer": cfg.train.optimizer.name}
-    with tracking.stage_run(cfg, "train", name or run_name(cfg), tags=tags, nested=nested) as active:
-        tracking.log_config(cfg)
-        tracking.log_dataset(splits)
-        result = train_model(cfg, splits, callbacks=[tracking.MlflowEpochLogger()])
+    ckpt = resume.checkpoint_dir(cfg, splits.digest)
+    resumed = tracking.unfinished_run(resume.pending_run_id(ckpt))
+    with tracking.stage_run(cfg, "train", name or run_name(cfg), tags=tags, nested=nested, run_id=resumed) as active:
+        resume.remember_run(ckpt, active.info.run_id)
+        if resumed:
+            print(f"train: resuming interrupted run {resumed} from its last finished epoch")
+            tracking.set_tag("mnist99.resumed", "true")
+        else:
+            tracking.log_config(cfg)
+            tracking.log_dataset(splits)
+        callbacks = [tracking.MlflowEpochLogger(logged_until=tracking.last_step(active.info.run_id) if resumed else 0)]
+        if cfg.diagnostics.enabled:
+            callbacks.append(diagnostics.for_validation(cfg.diagnostics, splits,
+                                                        log_fn=tracking.log_metrics, tag_fn=tracking.set_tag))
+        result = train_model(cfg, splits, callbacks=callbacks, backup_dir=ckpt / "backup")
+        if resumed:
+            tracking.set_tag("mnist99.resumed_at_epoch", str(result.metrics["first_epoch"]))
         tracking.log_summary(result.model)
         final = {k: result.metrics.pop(k) for k in ("val_accuracy", "val_loss")}
         tracking.log_metrics(result.metrics)
@@ -34,6 +48,7 @@ def train_in_run(cfg: Config, splits: Splits, nested: bool = False, name: str | 
         tracking.log_figure(fig, "learning_curves.png")
         plots.close(fig)
         tracking.log_model_file(result.model)
+    resume.clear(ckpt)
     return {**result.metrics, "run_id": active.info.run_id, "model": result.model}
 
 

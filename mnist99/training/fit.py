@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import keras
 import tensorflow as tf
@@ -31,11 +32,11 @@ def configure_runtime(cfg: Config) -> None:
     keras.mixed_precision.set_global_policy("mixed_float16" if cfg.train.mixed_precision else "float32")
 
 
-def resolve_jit(setting: str) -> bool:
+def resolve_jit(setting: str | bool) -> bool:
     """``auto`` means XLA on a GPU only: on CPU, XLA made our convnets up to 7x slower (measured)."""
     if setting == "auto":
         return bool(tf.config.list_physical_devices("GPU"))
-    return setting == "on"
+    return bool(setting)
 
 
 def distribution_strategy(setting: str) -> tf.distribute.Strategy:
@@ -59,7 +60,7 @@ def compile_model(cfg: Config, steps_per_epoch: int) -> keras.Model:
 
 
 def train_model(cfg: Config, splits: Splits, callbacks: list[keras.callbacks.Callback] | None = None,
-                initial_model: keras.Model | None = None) -> TrainResult:
+                initial_model: keras.Model | None = None, backup_dir: Path | None = None) -> TrainResult:
     """Train one model on ``splits.train``, early-stopping on ``val_loss``; evaluate on val and test.
 
     Returns the model (best weights restored), the Keras history and the summary metrics
@@ -74,12 +75,17 @@ def train_model(cfg: Config, splits: Splits, callbacks: list[keras.callbacks.Cal
     with distribution_strategy(tcfg.strategy).scope():
         model = initial_model or compile_model(cfg, steps)
     to99 = TimeToAccuracy(0.99)
-    cbs: list[keras.callbacks.Callback] = [keras.callbacks.TerminateOnNaN(), to99]
+    cbs: list[keras.callbacks.Callback] = [keras.callbacks.TerminateOnNaN()]
+    if tcfg.optimizer.ema is not None:  # validate (and early-stop) on the averaged weights
+        cbs.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+    cbs.append(to99)
     if tcfg.early_stopping.enabled:
         cbs.append(keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=tcfg.early_stopping.patience, min_delta=tcfg.early_stopping.min_delta,
             restore_best_weights=True))
     cbs += callbacks or []
+    if backup_dir is not None:  # last, so an epoch is logged before it counts as done
+        cbs.append(keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=True))
     start = time.perf_counter()
     history = model.fit(train_ds, validation_data=val_ds, epochs=tcfg.epochs, callbacks=cbs,
                         verbose=tcfg.verbose, shuffle=False)  # tf.data shuffles
@@ -87,11 +93,13 @@ def train_model(cfg: Config, splits: Splits, callbacks: list[keras.callbacks.Cal
     hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
     val_loss, val_acc = model.evaluate(val_ds, verbose=0)
     test_loss, test_acc = model.evaluate(make_dataset(splits.x_test, splits.y_test, 512), verbose=0)
-    best_epoch = int(min(range(len(hist["val_loss"])), key=hist["val_loss"].__getitem__)) + 1
+    # history.epoch holds the epoch indices this call ran: after a resume they start past 0.
+    epochs = history.epoch
+    best_epoch = epochs[min(range(len(epochs)), key=hist["val_loss"].__getitem__)] + 1
     metrics = {
         "test_accuracy": test_acc, "test_loss": test_loss, "val_accuracy": val_acc, "val_loss": val_loss,
-        "best_epoch": best_epoch, "epochs_run": len(hist["loss"]), "train_seconds": train_seconds,
+        "best_epoch": best_epoch, "epochs_run": epochs[-1] + 1, "first_epoch": epochs[0] + 1, "train_seconds": train_seconds,
         "seconds_to_val_99": to99.seconds, "epoch_to_val_99": to99.epoch,
-        "train_images_per_second": len(splits.y_train) * len(hist["loss"]) / train_seconds,
+        "train_images_per_second": len(splits.y_train) * len(epochs) / train_seconds,
     }
     return TrainResult(model, hist, metrics)

@@ -11,28 +11,28 @@ SCHEDULES: Registry = Registry("schedule")
 
 
 @OPTIMIZERS.register("sgd")
-def _sgd(cfg: OptimizerConfig, lr) -> keras.optimizers.Optimizer:
-    return keras.optimizers.SGD(lr, momentum=cfg.momentum, nesterov=cfg.nesterov, clipnorm=cfg.clipnorm)
+def _sgd(cfg: OptimizerConfig, lr, **common) -> keras.optimizers.Optimizer:
+    return keras.optimizers.SGD(lr, momentum=cfg.momentum, nesterov=cfg.nesterov, **common)
 
 
 @OPTIMIZERS.register("adamw")
-def _adamw(cfg: OptimizerConfig, lr) -> keras.optimizers.Optimizer:
-    return keras.optimizers.AdamW(lr, weight_decay=cfg.weight_decay, clipnorm=cfg.clipnorm)
+def _adamw(cfg: OptimizerConfig, lr, **common) -> keras.optimizers.Optimizer:
+    return keras.optimizers.AdamW(lr, weight_decay=cfg.weight_decay, **common)
 
 
 @OPTIMIZERS.register("adam")
-def _adam(cfg: OptimizerConfig, lr) -> keras.optimizers.Optimizer:
-    return keras.optimizers.Adam(lr, clipnorm=cfg.clipnorm)
+def _adam(cfg: OptimizerConfig, lr, **common) -> keras.optimizers.Optimizer:
+    return keras.optimizers.Adam(lr, **common)
 
 
 @OPTIMIZERS.register("rmsprop")
-def _rmsprop(cfg: OptimizerConfig, lr) -> keras.optimizers.Optimizer:
-    return keras.optimizers.RMSprop(lr, momentum=cfg.momentum, clipnorm=cfg.clipnorm)
+def _rmsprop(cfg: OptimizerConfig, lr, **common) -> keras.optimizers.Optimizer:
+    return keras.optimizers.RMSprop(lr, momentum=cfg.momentum, **common)
 
 
 @OPTIMIZERS.register("adagrad")
-def _adagrad(cfg: OptimizerConfig, lr) -> keras.optimizers.Optimizer:
-    return keras.optimizers.Adagrad(lr, clipnorm=cfg.clipnorm)
+def _adagrad(cfg: OptimizerConfig, lr, **common) -> keras.optimizers.Optimizer:
+    return keras.optimizers.Adagrad(lr, **common)
 
 
 @SCHEDULES.register("constant")
@@ -80,4 +80,6 @@ def build_optimizer(opt: OptimizerConfig, sched: ScheduleConfig, steps_per_epoch
     """The optimiser named by ``opt.name`` driven by the schedule named by ``sched.name``."""
     make_opt = OPTIMIZERS.get(opt.name)
     lr = SCHEDULES.get(sched.name)(sched, opt.lr, steps_per_epoch, epochs)
-    return make_opt(opt, lr)
+    # Options every Keras optimiser takes, set once here rather than in each builder.
+    common = dict(clipnorm=opt.clipnorm, use_ema=opt.ema is not None, ema_momentum=opt.ema or 0.99)
+    return make_opt(opt, lr, **common)

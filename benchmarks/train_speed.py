@@ -1,0 +1,100 @@
+"""Time to 99% validation accuracy: the usual Keras example convnet against mnist99's default, one process.
+
+    MNIST99_DATA=../shared/data/mnist python benchmarks/train_speed.py [-c configs/default.yaml] [--set k=v]
+
+Prints one JSON line per model (seconds to first reach 99.0% validation accuracy, final test
+accuracy, training images/s, peak process RSS) and a ratio line. Not a test: timings depend on the
+machine, so they are reported (README, issue notes), never asserted. Costs ~10 min on 2 CPU cores.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import threading
+import time
+
+import keras
+import numpy as np
+import psutil
+
+from mnist99.config import load_config
+from mnist99.data import make_splits
+from mnist99.training.callbacks import TimeToAccuracy
+from mnist99.training.fit import train_model
+
+
+class PeakRss:
+    """Samples this process's resident memory every 0.1 s while the block runs."""
+
+    def __enter__(self):
+        self.peak, self._stop = 0, threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        proc = psutil.Process()
+        while not self._stop.is_set():
+            self.peak = max(self.peak, proc.memory_info().rss)
+            time.sleep(0.1)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def baseline(x_train, y_train, x_test, y_test, epochs: int) -> dict:
+    """keras.io's MNIST convnet as most users write it: Adam, batch 128, 10% validation split."""
+    model = keras.Sequential([
+        keras.Input((28, 28, 1)),
+        keras.layers.Conv2D(32, 3, activation="relu"), keras.layers.MaxPooling2D(),
+        keras.layers.Conv2D(64, 3, activation="relu"), keras.layers.MaxPooling2D(),
+        keras.layers.Flatten(), keras.layers.Dropout(0.5), keras.layers.Dense(10, activation="softmax"),
+    ])
+    model.compile(loss="categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
+    x = x_train.astype("float32")[..., None] / 255
+    y = keras.utils.to_categorical(y_train, 10)
+    to99 = TimeToAccuracy(0.99)
+    start = time.perf_counter()
+    model.fit(x, y, batch_size=128, epochs=epochs, validation_split=0.1, callbacks=[to99], verbose=2)
+    seconds = time.perf_counter() - start
+    _, test_acc = model.evaluate(x_test.astype("float32")[..., None] / 255,
+                                 keras.utils.to_categorical(y_test, 10), verbose=0)
+    return {"seconds_to_val_99": to99.seconds, "epoch_to_val_99": to99.epoch, "test_accuracy": test_acc,
+            "train_seconds": seconds, "epochs": epochs, "train_images_per_second": 0.9 * len(x) * epochs / seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-c", "--config", action="append", default=[])
+    parser.add_argument("--set", action="append", default=[], dest="overrides")
+    parser.add_argument("--baseline-epochs", type=int, default=15)
+    parser.add_argument("--skip-baseline", action="store_true")
+    args = parser.parse_args()
+    cfg = load_config(args.config, args.overrides + ["train.verbose=2"])
+    splits = make_splits(cfg.data, cfg.seed)
+    machine = f"{platform.processor() or platform.machine()}, {psutil.cpu_count()} cores"
+    results = {}
+    if not args.skip_baseline:
+        keras.utils.set_random_seed(cfg.seed)
+        x_all = np.concatenate([splits.x_train, splits.x_val])
+        y_all = np.concatenate([splits.y_train, splits.y_val])
+        with PeakRss() as rss:
+            results["baseline"] = baseline(x_all, y_all, splits.x_test, splits.y_test, args.baseline_epochs)
+        results["baseline"]["peak_rss_mb"] = rss.peak / 2**20
+    with PeakRss() as rss:
+        out = train_model(cfg, splits).metrics
+    results["mnist99"] = {k: out[k] for k in ("seconds_to_val_99", "epoch_to_val_99", "test_accuracy", "train_seconds",
+                                              "epochs_run", "train_images_per_second")}
+    results["mnist99"]["peak_rss_mb"] = rss.peak / 2**20
+    for name, res in results.items():
+        print(json.dumps({"model": name, "machine": machine, **res}))
+    if "baseline" in results:
+        b, m = results["baseline"]["seconds_to_val_99"], results["mnist99"]["seconds_to_val_99"]
+        print(json.dumps({"ratio_seconds_to_val_99": (b / m) if b and m else None,
+                          "test_accuracy_gain": results["mnist99"]["test_accuracy"] - results["baseline"]["test_accuracy"]}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Combining trained members into one Keras model: raw uint8 digits in, averaged probabilities out.
+
+The combined model is built from stock Keras layers only (Rescaling, Reshape, Add), so it loads under
+Keras safe mode in any process, including ``mlflow models serve``, without importing mnist99.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+
+IMAGE_SHAPE = (28, 28)
+
+
+def member_weights(n: int, weights: Sequence[float] | None = None) -> list[float]:
+    """Weights that sum to 1: equal when ``weights`` is None, else ``weights`` normalised.
+
+    Raises ValueError naming the weights when their count is not ``n`` or any is negative or all are 0.
+    """
+    if n < 1:
+        raise ValueError("an ensemble needs at least one member")
+    if weights is None:
+        return [1.0 / n] * n
+    values = [float(w) for w in weights]
+    if len(values) != n or min(values) < 0 or sum(values) <= 0:
+        raise ValueError(f"member weights {values} must be {n} non-negative numbers with a positive sum")
+    total = sum(values)
+    return [w / total for w in values]
+
+
+def average(probabilities: Sequence[np.ndarray], weights: Sequence[float] | None = None) -> np.ndarray:
+    """The (weighted) mean of members' (N, 10) probabilities: what :func:`combine`'s model computes."""
+    return np.average(np.stack(probabilities), axis=0, weights=member_weights(len(probabilities), weights))
+
+
+def combine(members: list[keras.Model], weights: Sequence[float] | None = None) -> keras.Model:
+    """One functional model: uint8 (N, 28, 28) -> /255 -> each member -> weighted mean of probabilities (N, 10).
+
+    An (N, 28, 28, 1) batch is accepted too: Keras squeezes the trailing 1 of a functional model's
+    input (one rank per model instance in ``predict``: Keras 3.15 cannot retrace across ranks).
+    Members take float (28, 28, 1) in [0, 1] and return softmax probabilities; they are wrapped under
+    the names ``member_<i>`` so that members that share layer names (reloaded copies of one
+    architecture) nest without clashes. Layers are pinned to float32 so a mixed-precision policy
+    left on by training cannot round the average.
+
+    Args:
+        members: the trained models, in order (``member_1`` is the first).
+        weights: one non-negative weight per member (normalised here), or None for the plain mean.
+    """
+    scales = member_weights(len(members), weights)
+    digits = keras.Input(shape=IMAGE_SHAPE, dtype="uint8", name="digits")
+    x = keras.layers.Rescaling(1.0 / 255.0, dtype="float32", name="to_unit_range")(digits)
+    x = keras.layers.Reshape((*IMAGE_SHAPE, 1), dtype="float32", name="add_channel")(x)
+    weighted = []
+    for i, (member, scale) in enumerate(zip(members, scales), start=1):
+        named = keras.Model(member.input, member.output, name=f"member_{i}")
+        weighted.append(keras.layers.Rescaling(scale, dtype="float32", name=f"weight_{i}")(named(x)))
+    probs = weighted[0] if len(weighted) == 1 else keras.layers.Add(dtype="float32", name="probs")(weighted)
+    return keras.Model(digits, probs, name=f"ensemble_{len(members)}x")
+
+
+def as_ensemble(model: keras.Model) -> keras.Model:
+    """``model`` if it already takes uint8 (N, 28, 28) digits (an ensemble); else a member wrapped by ``combine``."""
+    digits = model.inputs[0]
+    if digits.dtype == "uint8" and tuple(digits.shape[1:]) == IMAGE_SHAPE:
+        return model
+    return combine([model])
+
+
+def members_of(ensemble: keras.Model) -> list[keras.Model]:
+    """The member models inside a model built by :func:`combine` (e.g. after reloading it)."""
+    return [layer for layer in ensemble.layers if layer.name.startswith("member_") and isinstance(layer, keras.Model)]

@@ -1,0 +1,149 @@
+"""Stage ``ensemble``: train N members (nested train runs) and average them, under one parent MLflow run.
+
+Reads: MNIST (see ``prepare``); optionally finished train runs to reuse (``ensemble.members[i].run_id``).
+Writes: one nested train run per trained member, and a parent run with ``test_accuracy`` and
+``val_accuracy`` (the ensemble's), ``member_<i>_{test,val}_accuracy``, ``best_member_test_accuracy``,
+``ensemble_gain``, ``disagreement``, the tag ``mnist99.member_run_ids`` and the combined model as
+``model/model.keras`` (uint8 digits in, probabilities out).
+"""
+from __future__ import annotations
+
+import time
+from contextlib import AbstractContextManager
+
+import numpy as np
+
+from mnist99 import tracking
+from mnist99.config import Config, MemberConfig, with_overrides
+from mnist99.data import Splits, make_splits
+
+
+def run_name(cfg: Config) -> str:
+    return f"ensemble-{cfg.ensemble.size}x-{cfg.model.name}"
+
+
+def member_plan(cfg: Config) -> list[tuple[Config, str | None]]:
+    """Each member's config and the train run it reuses (None: train it).
+
+    ``ensemble.members`` gives seeds and dotted overrides; without it, the members are the base
+    config with seeds ``seed, seed+1, ...``. A member without a seed gets ``seed + its index``.
+    """
+    specs = cfg.ensemble.members or [MemberConfig() for _ in range(cfg.ensemble.size)]
+    plan = []
+    for i, spec in enumerate(specs):
+        seed = cfg.seed + i if spec.seed is None else spec.seed
+        plan.append((with_overrides(cfg, {**spec.overrides, "seed": seed}), spec.run_id))
+    return plan
+
+
+def reuse_member(run_id: str):
+    """The model of a FINISHED train run, loaded in safe mode from its ``model/model.keras``."""
+    from mnist99.inference import load_ensemble
+
+    tracking.finished_run(run_id)
+    return load_ensemble(f"runs:/{run_id}/model/model.keras")
+
+
+def fit_members(cfg: Config, splits: Splits) -> tuple[list, list[str]]:
+    """Train (each in a nested run) or reuse every member; returns the models and their run ids."""
+    from mnist99.stages.train import train_in_run
+
+    models, run_ids = [], []
+    for i, (member_cfg, run_id) in enumerate(member_plan(cfg), start=1):
+        if run_id is None:
+            name = f"member-{i}-{member_cfg.model.name}-s{member_cfg.seed}"
+            out = train_in_run(member_cfg, splits, nested=True, name=name)
+            models.append(out["model"])
+            run_ids.append(out["run_id"])
+        else:
+            models.append(reuse_member(run_id))
+            run_ids.append(run_id)
+    return models, run_ids
+
+
+def predict_members(models: list, images: np.ndarray) -> list[np.ndarray]:
+    """Each member's (N, 10) probabilities on uint8 ``images``."""
+    from mnist99.pipeline import to_model_input
+
+    inputs = to_model_input(images)
+    return [np.asarray(m.predict(inputs, batch_size=512, verbose=0)) for m in models]
+
+
+def disagreement(probabilities: list[np.ndarray]) -> float:
+    """The fraction of images on which the members' predicted digits are not all the same."""
+    votes = np.stack([p.argmax(axis=1) for p in probabilities])
+    return float(np.mean((votes != votes[0]).any(axis=0)))
+
+
+def score(probabilities: dict[str, list[np.ndarray]], labels: dict[str, np.ndarray], weights: list[float]) -> dict:
+    """Members' and ensemble's accuracy per split (``val``, ``test``), the gain over the best member, disagreement."""
+    from mnist99.ensemble import average
+
+    metrics: dict[str, float] = {}
+    for split, probs in probabilities.items():
+        members = [float(np.mean(p.argmax(axis=1) == labels[split])) for p in probs]
+        metrics[f"{split}_accuracy"] = float(np.mean(average(probs, weights).argmax(axis=1) == labels[split]))
+        metrics.update({f"member_{i}_{split}_accuracy": acc for i, acc in enumerate(members, start=1)})
+        metrics[f"best_member_{split}_accuracy"] = max(members)
+    metrics["ensemble_gain"] = metrics["test_accuracy"] - metrics["best_member_test_accuracy"]
+    metrics["val_ensemble_gain"] = metrics["val_accuracy"] - metrics["best_member_val_accuracy"]
+    metrics["disagreement"] = disagreement(probabilities["test"])
+    metrics["val_disagreement"] = disagreement(probabilities["val"])
+    return metrics
+
+
+def parent_run(cfg: Config) -> AbstractContextManager:
+    """The ensemble's parent MLflow run, a context manager (the ``run`` stage evaluates inside it too)."""
+    tags = {"mnist99.model": cfg.model.name, "mnist99.ensemble_size": str(cfg.ensemble.size)}
+    return tracking.stage_run(cfg, "ensemble", run_name(cfg), tags=tags)
+
+
+def build_in_run(cfg: Config, splits: Splits) -> dict:
+    """Inside the active parent run: fit the members, combine them, score and log everything.
+
+    Returns the metrics, ``member_run_ids``, ``weights``, ``seconds``, the combined ``model`` and the
+    ``members`` (Keras models).
+    """
+    from mnist99.ensemble import combine, member_weights
+
+    start = time.perf_counter()
+    tracking.log_config(cfg)
+    tracking.log_dataset(splits)
+    models, run_ids = fit_members(cfg, splits)
+    probs = {"val": predict_members(models, splits.x_val), "test": predict_members(models, splits.x_test)}
+    labels = {"val": splits.y_val, "test": splits.y_test}
+    member_val = [float(np.mean(p.argmax(axis=1) == splits.y_val)) for p in probs["val"]]
+    weights = member_weights(len(models), member_val if cfg.ensemble.weighting == "val_accuracy" else None)
+    metrics = score(probs, labels, weights)
+    metrics.update({f"member_{i}_weight": w for i, w in enumerate(weights, start=1)})
+    model = combine(models, weights)
+    metrics["ensemble_seconds"] = time.perf_counter() - start
+    tracking.log_metrics(metrics)
+    tracking.set_tag("mnist99.member_run_ids", ",".join(run_ids))
+    tracking.log_model_file(model)
+    return {**metrics, "member_run_ids": run_ids, "weights": weights, "model": model, "members": models}
+
+
+def format_table(out: dict) -> str:
+    """Members and the ensemble, one line each: run id, validation and test accuracy, weight."""
+    lines = [f"{'':10} {'run id':34} {'val_acc':>8} {'test_acc':>8} {'weight':>7}"]
+    for i, run_id in enumerate(out["member_run_ids"], start=1):
+        lines.append(f"member {i:<3} {run_id:34} {out[f'member_{i}_val_accuracy']:8.4f} "
+                     f"{out[f'member_{i}_test_accuracy']:8.4f} {out['weights'][i - 1]:7.3f}")
+    lines.append(f"{'ensemble':10} {out['run_id']:34} {out['val_accuracy']:8.4f} {out['test_accuracy']:8.4f}")
+    lines.append(f"gain over the best member: {out['ensemble_gain']:+.4f} (test); "
+                 f"members disagree on {out['disagreement']:.2%} of test digits")
+    return "\n".join(lines)
+
+
+def run(cfg: Config) -> dict:
+    """Train and combine the ensemble; returns its metrics, run id and member run ids (no models)."""
+    tracking.setup(cfg)
+    splits = make_splits(cfg.data, cfg.seed)
+    with parent_run(cfg) as active:
+        out = build_in_run(cfg, splits)
+    out["run_id"] = active.info.run_id
+    print(f"{format_table(out)}\nMLflow UI: {tracking.ui_command(cfg)}")
+    out.pop("model")
+    out.pop("members")
+    return out

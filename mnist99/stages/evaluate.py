@@ -1,0 +1,127 @@
+"""Stage ``evaluate``: the evaluation pack for an exported model or a finished train/ensemble run.
+
+Reads: the test split and a model: ``--model SOURCE`` (a ``.keras`` path, ``runs:/...`` or
+``models:/mnist99-ensemble/<version|latest>``) or ``--run-id RUN`` (that run's ``model/model.keras``).
+Writes, into the evaluated run (``--run-id``) or a new run ``evaluate-<name>`` (``--model``):
+metrics eval_test_accuracy, eval_test_nll, eval_ece, eval_test_f1_macro, eval_f1_class_<d>
+(and eval_member_<i>_test_accuracy/_nll for an ensemble); artifacts under evaluation/:
+confusion_matrix.png/.json, misclassified.png, reliability.png, per_class.json/.md and, for an
+ensemble, members_vs_ensemble.png/.json.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import mlflow
+import numpy as np
+
+from mnist99 import plots, tracking
+from mnist99.config import Config
+from mnist99.data import Splits, make_splits
+
+ARTIFACT_DIR = "evaluation"
+RUN_MODEL_ARTIFACT = "model/model.keras"  # what the train and ensemble stages log
+PREDICT_BATCH = 256
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", metavar="SOURCE",
+                       help="a .keras file, runs:/RUN/PATH or models:/NAME/<version|latest>; logs to a new run")
+    which.add_argument("--run-id", metavar="RUN",
+                       help=f"a finished train or ensemble run: evaluates its {RUN_MODEL_ARTIFACT} and logs into it")
+
+
+def as_digit_model(model):
+    """``model`` if it takes raw uint8 digits; else (a trained member, float (28, 28, 1)) wrapped to take them."""
+    if model.inputs[0].dtype == "uint8":
+        return model
+    from mnist99.ensemble import combine
+
+    return combine([model])
+
+
+def predict_probs(model, images: np.ndarray) -> np.ndarray:
+    """(N, 10) probabilities of a uint8-input model on uint8 (N, 28, 28) images."""
+    return np.asarray(model.predict(images, batch_size=PREDICT_BATCH, verbose=0))
+
+
+def evaluate_model(cfg: Config, model, splits: Splits, member_models: list | None = None) -> dict:
+    """Predict the test split, compute the evaluation pack and log it to the ACTIVE MLflow run.
+
+    Args:
+        cfg: the resolved config (kept for a uniform stage signature).
+        model: takes uint8 (N, 28, 28) digits and returns (N, 10) probabilities.
+        splits: only ``x_test``/``y_test`` are read.
+        member_models: the ensemble's members (uint8 or float input) for "members vs ensemble".
+    Returns:
+        The metrics logged (``eval_test_accuracy``, ``eval_ece``, ...).
+    """
+    from mnist99.evaluation import evaluate_predictions, per_class_markdown
+
+    probs = predict_probs(model, splits.x_test)
+    member_probs = [predict_probs(as_digit_model(m), splits.x_test) for m in member_models or []]
+    result = evaluate_predictions(probs, splits.y_test, splits.x_test, member_probs or None)
+    tracking.log_metrics(result.metrics)
+    for name, fig in result.figures.items():
+        tracking.log_figure(fig, f"{ARTIFACT_DIR}/{name}")
+        plots.close(fig)
+    mlflow.log_dict(result.per_class, f"{ARTIFACT_DIR}/per_class.json")
+    mlflow.log_text(per_class_markdown(result.per_class), f"{ARTIFACT_DIR}/per_class.md")
+    mlflow.log_dict({"labels": list(range(10)), "rows_true_columns_predicted": result.confusion.tolist()},
+                    f"{ARTIFACT_DIR}/confusion_matrix.json")
+    if result.members:
+        mlflow.log_dict({"members": result.members}, f"{ARTIFACT_DIR}/members_vs_ensemble.json")
+    return result.metrics
+
+
+def load_run_model(run_id: str):
+    """The uint8-input model of a train or ensemble run (its ``model/model.keras``), loaded in safe mode."""
+    from mnist99.inference import load_ensemble
+
+    return as_digit_model(load_ensemble(f"runs:/{run_id}/{RUN_MODEL_ARTIFACT}"))
+
+
+def source_name(source: str) -> str:
+    """A run-name-friendly name for a model source: the file's stem, or the URI's path joined with '-'."""
+    if ":/" in source:
+        return source.split(":/", 1)[1].strip("/").replace("/", "-")
+    return Path(source).stem
+
+
+def run(cfg: Config, args: argparse.Namespace) -> dict:
+    """Evaluate ``--model`` (new run) or ``--run-id`` (logged into that run); returns the metrics and run id.
+
+    Everything that can fail on bad input (loading the model, the data) happens before a run is
+    opened or resumed, so a typo never marks a finished train run FAILED.
+    """
+    from mnist99.ensemble import members_of
+
+    tracking.setup(cfg)
+    if args.run_id:
+        target = tracking.get_run(args.run_id)
+        model = load_run_model(args.run_id)
+    else:
+        from mnist99.inference import load_ensemble
+
+        model = as_digit_model(load_ensemble(args.model))
+    members = members_of(model)
+    splits = make_splits(cfg.data, cfg.seed)
+    if args.run_id:
+        # Resuming sets the given tags on the run: keep its own stage name, mark it evaluated.
+        mlflow.set_experiment(experiment_id=target.info.experiment_id)
+        stage = target.data.tags.get("mnist99.stage", "evaluate")
+        opened = tracking.stage_run(cfg, stage, target.info.run_name, tags={"mnist99.evaluated": "true"},
+                                    run_id=args.run_id)
+    else:
+        opened = tracking.stage_run(cfg, "evaluate", f"evaluate-{source_name(args.model)}",
+                                    tags={"mnist99.model_source": args.model})
+    with opened as active:
+        if not args.run_id:
+            tracking.log_config(cfg)
+        metrics = evaluate_model(cfg, model, splits, members if len(members) > 1 else None)
+    print(f"evaluate: test_accuracy={metrics['eval_test_accuracy']:.4f} nll={metrics['eval_test_nll']:.4f} "
+          f"ece={metrics['eval_ece']:.4f} f1_macro={metrics['eval_test_f1_macro']:.4f} on {len(splits.y_test)} "
+          f"test digits\nrun id: {active.info.run_id} (artifacts under {ARTIFACT_DIR}/)")
+    return {**metrics, "run_id": active.info.run_id}

@@ -1,0 +1,116 @@
+"""The ensemble: the combined model's math on tiny members, and the ``ensemble`` stage at smoke size."""
+import keras
+import mlflow
+import numpy as np
+import pytest
+
+from mnist99.ensemble import as_ensemble, average, combine, member_weights, members_of
+
+
+@pytest.fixture
+def digits():
+    return np.random.default_rng(0).integers(0, 256, (7, 28, 28)).astype("uint8")
+
+
+def member_probs(members, digits):
+    return [np.asarray(m(digits[..., None].astype("float32") / 255.0)) for m in members]
+
+
+def test_combined_model_is_the_mean_of_its_members(tiny_members, digits):
+    model = combine(tiny_members)
+    expected = np.mean(member_probs(tiny_members, digits), axis=0)
+    out = model.predict(digits, verbose=0)
+    assert out.shape == (7, 10)
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(member_probs(tiny_members, digits)[0], expected, atol=1e-3)  # the members differ
+
+
+def test_weighted_combination_matches_numpy(tiny_members, digits):
+    model = combine(tiny_members, [1.0, 3.0])
+    probs = member_probs(tiny_members, digits)
+    np.testing.assert_allclose(model.predict(digits, verbose=0), 0.25 * probs[0] + 0.75 * probs[1], atol=1e-6)
+    np.testing.assert_allclose(average(probs, [1.0, 3.0]), 0.25 * probs[0] + 0.75 * probs[1], atol=1e-7)
+
+
+def test_channel_last_input_is_accepted(tiny_members, digits):
+    expected = combine(tiny_members).predict(digits, verbose=0)
+    with_channel = combine(tiny_members).predict(digits[..., None], verbose=0)
+    np.testing.assert_allclose(with_channel, expected, atol=1e-6)
+
+
+def test_saved_ensemble_reloads_in_safe_mode_with_identical_outputs(tiny_members, digits, tmp_path):
+    model = combine(tiny_members, [0.4, 0.6])
+    model.save(tmp_path / "ensemble.keras")
+    loaded = keras.saving.load_model(tmp_path / "ensemble.keras", safe_mode=True)
+    assert np.abs(loaded.predict(digits, verbose=0) - model.predict(digits, verbose=0)).max() <= 1e-5
+    assert [m.name for m in members_of(loaded)] == ["member_1", "member_2"]
+
+
+def test_single_member_and_as_ensemble(tiny_members, digits):
+    wrapped = as_ensemble(tiny_members[0])
+    assert wrapped.inputs[0].dtype == "uint8"
+    np.testing.assert_allclose(wrapped.predict(digits, verbose=0), member_probs(tiny_members[:1], digits)[0], atol=1e-6)
+    assert as_ensemble(wrapped) is wrapped
+
+
+@pytest.mark.parametrize("weights", [[1.0], [1.0, -1.0], [0.0, 0.0]])
+def test_bad_weights_are_refused(weights):
+    with pytest.raises(ValueError, match="weights"):
+        member_weights(2, weights)
+
+
+def test_scores_gain_and_disagreement():
+    from mnist99.stages.ensemble import disagreement, score
+
+    eye = np.eye(10)
+    labels = np.array([0, 1, 2, 3])
+    a = eye[[0, 1, 2, 9]] * 0.6 + 0.04  # right on 3 of 4, wrong on the last
+    b = eye[[0, 1, 9, 3]] * 0.9 + 0.01  # wrong on the third, confidently right on the last
+    metrics = score({"val": [a, b], "test": [a, b]}, {"val": labels, "test": labels}, [0.5, 0.5])
+    assert metrics["member_1_test_accuracy"] == 0.75 and metrics["member_2_test_accuracy"] == 0.75
+    assert metrics["best_member_test_accuracy"] == 0.75
+    assert metrics["test_accuracy"] == 0.75  # the average is right on the last but wrong on the third
+    assert metrics["ensemble_gain"] == 0.0
+    assert metrics["disagreement"] == 0.5
+    assert disagreement([a]) == 0.0
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_run_stage_logs_ensemble_with_members_and_ensemble_reuses_runs(smoke_cfg, store, tmp_path):
+    """The main command at smoke size (its ensemble part checked in depth), then an ensemble of its members."""
+    from mnist99.config import with_overrides
+    from mnist99.stages import ensemble, run
+
+    out = run.run(with_overrides(smoke_cfg, {"export.dir": str(tmp_path / "exports")}))
+    client = mlflow.MlflowClient(store)
+    parent = client.get_run(out["run_id"])
+    assert parent.info.run_name == "ensemble-2x-rescnn" and parent.info.status == "FINISHED"
+    assert parent.data.tags["mnist99.stage"] == "ensemble"
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{out['run_id']}'")
+    assert sorted(c.info.run_id for c in children) == sorted(out["member_run_ids"])
+    assert sorted(c.info.run_name for c in children) == ["member-1-rescnn-s1", "member-2-rescnn-s2"]
+    assert parent.data.tags["mnist99.member_run_ids"] == ",".join(out["member_run_ids"])
+    for key in ("test_accuracy", "val_accuracy", "member_1_test_accuracy", "member_2_val_accuracy",
+                "best_member_test_accuracy", "ensemble_gain", "disagreement"):
+        assert parent.data.metrics[key] == pytest.approx(out[key]), key
+    assert out["ensemble_gain"] == pytest.approx(out["test_accuracy"] - out["best_member_test_accuracy"])
+    assert [a.path for a in client.list_artifacts(out["run_id"], "model")] == ["model/model.keras"]
+    assert "evaluation/confusion_matrix.png" in {a.path for a in client.list_artifacts(out["run_id"], "evaluation")}
+    assert out["export"]["source_run_id"] == out["run_id"]
+    assert out["export"]["model_uri"] == "models:/mnist99-ensemble/1"
+    assert (tmp_path / "exports" / "mnist99-ensemble.keras").is_file()
+    for i, child in enumerate(sorted(children, key=lambda c: c.info.run_name), start=1):  # same model, same data
+        assert child.data.metrics["test_accuracy"] == pytest.approx(out[f"member_{i}_test_accuracy"], abs=1e-6)
+
+    n_runs = len(client.search_runs([parent.info.experiment_id]))  # prepare, ensemble, 2 members, export
+    reuse = with_overrides(smoke_cfg, {"ensemble.members": [{"run_id": r} for r in out["member_run_ids"]],
+                                       "ensemble.weighting": "val_accuracy"})
+    again = ensemble.run(reuse)
+    assert len(client.search_runs([parent.info.experiment_id])) == n_runs + 1  # the parent only: nothing trained
+    assert again["member_run_ids"] == out["member_run_ids"]
+    assert again["member_1_test_accuracy"] == pytest.approx(out["member_1_test_accuracy"])
+    weights = np.array([out["member_1_val_accuracy"], out["member_2_val_accuracy"]])
+    assert again["weights"] == pytest.approx(list(weights / weights.sum()))

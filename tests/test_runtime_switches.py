@@ -1,0 +1,46 @@
+"""The GPU-oriented switches (mixed precision, XLA, strategy) build and train correctly on the CPU too."""
+import keras
+import numpy as np
+import pytest
+
+from mnist99.config import load_config
+from mnist99.training.fit import distribution_strategy, resolve_jit, train_model
+
+
+@pytest.fixture(autouse=True)
+def restore_policy():
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.mark.parametrize("mixed, jit", [(True, False), pytest.param(False, True, marks=pytest.mark.slow), pytest.param(True, True, marks=pytest.mark.slow)])
+def test_mixed_precision_and_xla_train_a_step(tiny_splits, mixed, jit):
+    cfg = load_config([], ["model.width=4", "model.depth=1", "train.epochs=1", "train.batch_size=50",
+                           f"train.mixed_precision={mixed}", f"train.jit_compile={jit}", "train.verbose=0",
+                           "augment.enabled=false"])
+    result = train_model(cfg, tiny_splits)
+    assert np.isfinite(result.history["loss"][0])
+    assert result.model.output.dtype == "float32"  # softmax stays float32 under mixed_float16
+    if mixed:
+        assert any(layer.compute_dtype == "float16" for layer in result.model.layers)
+    probs = result.model.predict(tiny_splits.x_val[:4, ..., None] / 255.0, verbose=0)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-3)
+
+
+def test_auto_settings_follow_the_hardware():
+    import tensorflow as tf
+
+    has_gpu = bool(tf.config.list_physical_devices("GPU"))
+    assert resolve_jit("auto") is has_gpu
+    assert resolve_jit(True) is True and resolve_jit(False) is False
+    assert isinstance(distribution_strategy("mirrored"), tf.distribute.MirroredStrategy)
+    assert not isinstance(distribution_strategy("none"), tf.distribute.MirroredStrategy)
+
+
+def test_ema_validates_on_averaged_weights(tiny_splits):
+    cfg = load_config([], ["model.name=resmlp", "model.width=16", "model.depth=1", "train.epochs=2",
+                           "train.batch_size=20", "train.optimizer.ema=0.9", "train.verbose=0",
+                           "augment.enabled=false"])
+    result = train_model(cfg, tiny_splits)
+    assert result.model.optimizer.use_ema
+    assert np.isfinite(result.metrics["val_loss"])
