@@ -134,6 +134,7 @@ def search_runs(store: str) -> tuple[list, list]:
 
 
 @pytest.mark.integration
+@pytest.mark.slow  # 20-45 s on 2 busy cores
 def test_smoke_search_logs_parent_children_and_a_loadable_config(tmp_path, store):
     from mnist99.stages import tune
 
@@ -270,3 +271,24 @@ def test_a_trial_lost_between_kerastuner_saves_is_run_again(tmp_path):
     assert requeue_lost_trials(again) == ["0"]
     assert again.create_trial("tuner0").trial_id == "0"
     assert requeue_lost_trials(again) == []
+
+
+def test_trials_table_ranks_trials_and_counts_epochs_from_the_resumed_one():
+    from types import SimpleNamespace
+
+    from mnist99.plots import close
+    from mnist99.tuning.report import scores_figure, trials_table
+
+    def trial(tid, score, step, **values):
+        hp = SimpleNamespace(values={"model.width": 8, **values})
+        return SimpleNamespace(trial_id=tid, status="COMPLETED" if score else "FAILED", score=score, best_step=step,
+                               hyperparameters=hp)
+
+    table = trials_table([trial("0", 0.9, 0), trial("1", None, 0), trial("2", 0.95, 0, **{"tuner/initial_epoch": 3}),
+                          trial("3", 0.9, 1)], {"2": "run-2"})
+    assert list(table.trial_id) == ["2", "0", "3", "1"]
+    assert list(table.best_epoch[:3]) == [4, 1, 2] and table.run_id[0] == "run-2"
+    assert "initial_epoch" in table.columns and "tuner/initial_epoch" not in table.columns
+    fig = scores_figure(table)
+    assert len(fig.axes[0].patches) == 4
+    close(fig)

@@ -50,43 +50,43 @@ class Maxout(keras.layers.Layer):
 
 
 @ACTIVATIONS.register("relu")
-def _relu(cfg: ModelConfig) -> keras.layers.Layer:
-    return keras.layers.ReLU()
+def _relu(cfg: ModelConfig, name: str | None = None) -> keras.layers.Layer:
+    return keras.layers.ReLU(name=name)
 
 
 @ACTIVATIONS.register("leaky_relu")
-def _leaky_relu(cfg: ModelConfig) -> keras.layers.Layer:
-    return keras.layers.LeakyReLU(negative_slope=cfg.leaky_alpha)
+def _leaky_relu(cfg: ModelConfig, name: str | None = None) -> keras.layers.Layer:
+    return keras.layers.LeakyReLU(negative_slope=cfg.leaky_alpha, name=name)
 
 
 @ACTIVATIONS.register("prelu")
-def _prelu(cfg: ModelConfig) -> keras.layers.Layer:
-    return keras.layers.PReLU(shared_axes=None)
+def _prelu(cfg: ModelConfig, name: str | None = None) -> keras.layers.Layer:
+    return keras.layers.PReLU(shared_axes=None, name=name)
 
 
 @ACTIVATIONS.register("elu")
-def _elu(cfg: ModelConfig) -> keras.layers.Layer:
-    return keras.layers.ELU()
+def _elu(cfg: ModelConfig, name: str | None = None) -> keras.layers.Layer:
+    return keras.layers.ELU(name=name)
 
 
 @ACTIVATIONS.register("selu")
-def _selu(cfg: ModelConfig) -> keras.layers.Layer:
-    return keras.layers.Activation("selu")
+def _selu(cfg: ModelConfig, name: str | None = None) -> keras.layers.Layer:
+    return keras.layers.Activation("selu", name=name)
 
 
 @ACTIVATIONS.register("gelu")
-def _gelu(cfg: ModelConfig) -> keras.layers.Layer:
-    return keras.layers.Activation("gelu")
+def _gelu(cfg: ModelConfig, name: str | None = None) -> keras.layers.Layer:
+    return keras.layers.Activation("gelu", name=name)
 
 
 @ACTIVATIONS.register("swish")
-def _swish(cfg: ModelConfig) -> keras.layers.Layer:
-    return keras.layers.Activation("swish")
+def _swish(cfg: ModelConfig, name: str | None = None) -> keras.layers.Layer:
+    return keras.layers.Activation("swish", name=name)
 
 
 @ACTIVATIONS.register("maxout")
-def _maxout(cfg: ModelConfig) -> keras.layers.Layer:
-    return Maxout(cfg.maxout_pieces)
+def _maxout(cfg: ModelConfig, name: str | None = None) -> keras.layers.Layer:
+    return Maxout(cfg.maxout_pieces, name=name)
 
 
 def widening(cfg: ModelConfig) -> int:
@@ -94,9 +94,12 @@ def widening(cfg: ModelConfig) -> int:
     return cfg.maxout_pieces if cfg.activation == "maxout" else 1
 
 
-def activation(cfg: ModelConfig) -> keras.layers.Layer:
-    """A fresh activation layer named by ``cfg.activation``."""
-    return ACTIVATIONS.get(cfg.activation)(cfg)
+def activation(cfg: ModelConfig, name: str | None = None) -> keras.layers.Layer:
+    """A fresh layer of the activation ``cfg.activation``, called ``name`` (Keras picks one if None).
+
+    A fixed name keeps per-layer diagnostics (``dead_units/<layer>``) comparable across runs.
+    """
+    return ACTIVATIONS.get(cfg.activation)(cfg, name=name)
 
 
 def initializer(cfg: ModelConfig) -> keras.initializers.Initializer:

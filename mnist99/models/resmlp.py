@@ -19,7 +19,7 @@ def dense_block(x, cfg: ModelConfig, name: str):
     y = keras.layers.Dense(cfg.width * widening(cfg), use_bias=False, kernel_initializer=initializer(cfg),
                            kernel_regularizer=regularizer(cfg), name=f"{name}_dense")(x)
     y = batch_norm(cfg, f"{name}_bn")(y)
-    y = activation(cfg)(y)
+    y = activation(cfg, name=f"{name}_act")(y)
     y = dropout(cfg)(y)
     return keras.layers.Add(name=f"{name}_add")([x, y])
 
@@ -30,7 +30,7 @@ def build(cfg: ModelConfig) -> keras.Model:
     x = keras.layers.Dense(cfg.width * widening(cfg), use_bias=False, kernel_initializer=initializer(cfg),
                            kernel_regularizer=regularizer(cfg), name="stem")(x)
     x = batch_norm(cfg, "stem_bn")(x)
-    x = activation(cfg)(x)
+    x = activation(cfg, name="stem_act")(x)
     for i in range(cfg.depth):
         x = dense_block(x, cfg, f"block{i + 1}")
     return keras.Model(inputs, classifier_head(x, cfg), name="resmlp")

@@ -19,6 +19,7 @@ import numpy as np
 from mnist99 import plots, tracking
 from mnist99.config import Config
 from mnist99.data import Splits, make_splits
+from mnist99.ensemble import as_ensemble, members_of
 
 ARTIFACT_DIR = "evaluation"
 RUN_MODEL_ARTIFACT = "model/model.keras"  # what the train and ensemble stages log
@@ -31,15 +32,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="a .keras file, runs:/RUN/PATH or models:/NAME/<version|latest>; logs to a new run")
     which.add_argument("--run-id", metavar="RUN",
                        help=f"a finished train or ensemble run: evaluates its {RUN_MODEL_ARTIFACT} and logs into it")
-
-
-def as_digit_model(model):
-    """``model`` if it takes raw uint8 digits; else (a trained member, float (28, 28, 1)) wrapped to take them."""
-    if model.inputs[0].dtype == "uint8":
-        return model
-    from mnist99.ensemble import combine
-
-    return combine([model])
 
 
 def predict_probs(model, images: np.ndarray) -> np.ndarray:
@@ -61,7 +53,7 @@ def evaluate_model(cfg: Config, model, splits: Splits, member_models: list | Non
     from mnist99.evaluation import evaluate_predictions, per_class_markdown
 
     probs = predict_probs(model, splits.x_test)
-    member_probs = [predict_probs(as_digit_model(m), splits.x_test) for m in member_models or []]
+    member_probs = [predict_probs(as_ensemble(m), splits.x_test) for m in member_models or []]
     result = evaluate_predictions(probs, splits.y_test, splits.x_test, member_probs or None)
     tracking.log_metrics(result.metrics)
     for name, fig in result.figures.items():
@@ -80,7 +72,7 @@ def load_run_model(run_id: str):
     """The uint8-input model of a train or ensemble run (its ``model/model.keras``), loaded in safe mode."""
     from mnist99.inference import load_ensemble
 
-    return as_digit_model(load_ensemble(f"runs:/{run_id}/{RUN_MODEL_ARTIFACT}"))
+    return as_ensemble(load_ensemble(f"runs:/{run_id}/{RUN_MODEL_ARTIFACT}"))
 
 
 def source_name(source: str) -> str:
@@ -96,8 +88,6 @@ def run(cfg: Config, args: argparse.Namespace) -> dict:
     Everything that can fail on bad input (loading the model, the data) happens before a run is
     opened or resumed, so a typo never marks a finished train run FAILED.
     """
-    from mnist99.ensemble import members_of
-
     tracking.setup(cfg)
     if args.run_id:
         target = tracking.get_run(args.run_id)
@@ -105,7 +95,7 @@ def run(cfg: Config, args: argparse.Namespace) -> dict:
     else:
         from mnist99.inference import load_ensemble
 
-        model = as_digit_model(load_ensemble(args.model))
+        model = as_ensemble(load_ensemble(args.model))
     members = members_of(model)
     splits = make_splits(cfg.data, cfg.seed)
     if args.run_id:

@@ -115,9 +115,11 @@ def _summarise(cfg: Config, tuner, parent_run_id: str) -> dict:
     fig = report.scores_figure(table, title=f"{cfg.tune.tuner}: val_accuracy per trial")
     tracking.log_figure(fig, "trials.png")
     plots.close(fig)
-    best = tuner.oracle.get_best_trials(1)
-    if not best:
+    completed = table[table.status == "COMPLETED"]
+    if completed.empty:
         raise ConfigError(f"no trial of the search completed (see {tuning.project_name(cfg)} in the MLflow UI)")
+    # The table's order (score, then trial id) breaks ties the same way on every rerun; the oracle's does not.
+    best = [tuner.oracle.trials[completed.trial_id.iloc[0]]]
     values = best[0].hyperparameters.values
     mlflow.log_params({f"best.{key}": str(values[key]) for key in cfg.tune.space if key in values})
     tracking.log_metrics({"best_val_accuracy": best[0].score, "trials_completed": int((table.status == "COMPLETED").sum()),
