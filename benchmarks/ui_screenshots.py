@@ -98,9 +98,21 @@ def toggle_columns(driver, names: list[str]) -> list[str]:
     return missing
 
 
+# Bring an element whose own text is arguments[0] into view; if none is in the DOM yet, page every
+# virtualised grid (MLflow renders only the visible rows of long tables, e.g. the compare page's metrics).
+REVEAL_JS = """
+const deepest = sel => [...document.querySelectorAll(sel)].filter(e => e.textContent.trim() === arguments[0]).pop();
+const hit = deepest('.ReactVirtualized__Grid *') || deepest('body *');  // table cells before anything else
+if (hit) { hit.scrollIntoView({block: arguments[1] || 'center'}); return true; }
+for (const grid of document.querySelectorAll('.ReactVirtualized__Grid')) { grid.scrollTop += grid.clientHeight; }
+return false;
+"""
+
+
 def capture(driver, url: str, expected: list[str], png: Path, timeout: float = PAGE_SECONDS) -> str:
     """Open ``url``, wait until every string in ``expected`` is in the page text, save ``png``; return the text.
 
+    A string not visible yet is looked for in the DOM and scrolled into view (so the picture shows it).
     On a timeout the screenshot is still saved (it shows what did render) and the error names what was missing.
     """
     from selenium.common.exceptions import TimeoutException
@@ -110,17 +122,23 @@ def capture(driver, url: str, expected: list[str], png: Path, timeout: float = P
     def page_text(d) -> str:
         return d.find_element(By.TAG_NAME, "body").text
 
+    def all_shown(d, strings: list[str]) -> bool:
+        missing = [s for s in strings if s not in page_text(d)]
+        for s in missing:
+            d.execute_script(REVEAL_JS, s)
+        return not missing
+
     if url != driver.current_url:
         driver.get(url)
     png.parent.mkdir(parents=True, exist_ok=True)
     try:
-        WebDriverWait(driver, timeout, poll_frequency=0.5).until(
-            lambda d: all(s in page_text(d) for s in expected))
+        WebDriverWait(driver, timeout, poll_frequency=0.5).until(lambda d: all_shown(d, expected))
     except TimeoutException:
         driver.save_screenshot(str(png))
         text = page_text(driver)
         missing = [s for s in expected if s not in text]
-        raise AssertionError(f"{url}: {missing} not rendered within {timeout:.0f} s; page text: {text[:800]!r}") from None
+        raise AssertionError(f"{url}: {missing} not rendered within {timeout:.0f} s; "
+                             f"page text: {text[:800]!r}") from None
     time.sleep(1.0)  # let charts finish their entry animation before the picture
     driver.save_screenshot(str(png))
     return page_text(driver)
@@ -140,12 +158,17 @@ def experiment_id(url: str, name: str) -> str:
     return api(url, f"experiments/get-by-name?{query}")["experiment"]["experiment_id"]
 
 
+def is_top_level(run: dict) -> bool:
+    """Not nested (e.g. not an ensemble member): the runs the experiment page lists without expanding."""
+    return not any(tag["key"] == "mlflow.parentRunId" for tag in run["data"].get("tags", []))
+
+
 def latest_train_runs(url: str, exp_id: str, count: int) -> list[dict]:
-    """The ``count`` most recent FINISHED runs of the train stage (each a REST ``Run`` mapping)."""
+    """The ``count`` most recent FINISHED top-level runs of the train stage (each a REST ``Run`` mapping)."""
     found = api(url, "runs/search", {
-        "experiment_ids": [exp_id], "max_results": count, "order_by": ["attributes.start_time DESC"],
+        "experiment_ids": [exp_id], "max_results": 1000, "order_by": ["attributes.start_time DESC"],
         "filter": "tags.`mnist99.stage` = 'train' and attributes.status = 'FINISHED'"})
-    return found.get("runs", [])
+    return [run for run in found.get("runs", []) if is_top_level(run)][:count]
 
 
 def experiment_url(url: str, exp_id: str) -> str:
@@ -177,22 +200,11 @@ def screenshots(url: str, out: Path, experiment: str = "mnist99", run_ids: list[
         if missing := toggle_columns(driver, DOC_COLUMNS):
             print(f"columns not found in the runs table: {missing}", file=sys.stderr)
         capture(driver, driver.current_url, names + [metric], pngs["experiment"])
-        capture(driver, compare_url(url, exp_id, [r["info"]["run_id"] for r in runs]), names + [metric],
-                pngs["compare_runs"])
-        scroll_to_heading(driver, "Metrics")
-        driver.save_screenshot(str(pngs["compare_metrics"]))
-    return pngs
-
-
-def scroll_to_heading(driver, title: str) -> None:
-    """Bring the compare page's section titled ``title`` (e.g. its metrics table) to the top of the view."""
-    from selenium.webdriver.common.by import By
-
-    found = driver.find_elements(By.XPATH, f"//h1[normalize-space()='{title}'] | //h2[normalize-space()='{title}']"
-                                 f" | //h3[normalize-space()='{title}'] | //*[@role='button'][normalize-space()='{title}']")
-    if found:
-        driver.execute_script("arguments[0].scrollIntoView(true);", found[0])
+        capture(driver, compare_url(url, exp_id, [r["info"]["run_id"] for r in runs]), names, pngs["compare_runs"])
+        driver.execute_script(REVEAL_JS, "Metrics", "start")  # the compare page's metrics section on top
         time.sleep(1.0)
+        capture(driver, driver.current_url, [metric], pngs["compare_metrics"])
+    return pngs
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import signal
 import sys
+from typing import Iterator
 
 from mnist99.errors import Mnist99Error
 
@@ -66,19 +69,39 @@ def import_tensorflow_quietly() -> None:
         os.close(saved)
 
 
+def _interrupt(signum: int, frame) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """Treat SIGTERM (``kill``, a scheduler's stop) like Ctrl-C while a stage runs: its MLflow run
+    ends KILLED instead of staying RUNNING forever. The previous handler is restored afterwards."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+    except ValueError:  # not the main thread: signals cannot be handled here, leave them as they are
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None, stage: str | None = None) -> int:
     """Entry point; ``stage`` fixes the sub-command (for ``pipelines/<stage>.py``)."""
     import_tensorflow_quietly()
     args = build_parser().parse_args(([stage] if stage else []) + list(sys.argv[1:] if argv is None else argv))
     try:
-        run_stage(args.stage, args)
+        with sigterm_interrupts():
+            run_stage(args.stage, args)
     except Mnist99Error as exc:
         if args.debug:
             raise
         print(f"mnist99 {args.stage}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"mnist99 {args.stage}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(f"mnist99 {args.stage}: interrupted ({exc or 'Ctrl-C'})", file=sys.stderr)
         return 130
     return 0
 

@@ -5,17 +5,47 @@ once, so every stage receives a typed, range-checked :class:`Config` and never a
 """
 from __future__ import annotations
 
+import contextlib
+import importlib
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Callable, Iterator, Literal, Optional, Union
 
 import yaml
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from mnist99.errors import ConfigError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+
+
+def _registered(kind: str, where: str) -> Callable[[str], str]:
+    """A validator: the name must be in the registry at ``where`` ("module:attribute").
+
+    Checked when the config is validated, so a typo fails before data is read or a run is opened.
+    The registry modules import Keras, so they are imported only then (``import mnist99.config``
+    stays light) and the registries stay the one list of valid names.
+    """
+    def check(name: str) -> str:
+        module, attribute = where.split(":")
+        valid = getattr(importlib.import_module(module), attribute)
+        if name not in valid:
+            names = sorted(valid.names() if hasattr(valid, "names") else valid)
+            raise PydanticCustomError("unknown_name", "unknown {kind} '{name}' (valid: {valid})",
+                                      {"kind": kind, "name": name, "valid": ", ".join(names)})
+        return name
+
+    return check
+
+
+ModelName = Annotated[str, AfterValidator(_registered("model", "mnist99.models:MODELS"))]
+ActivationName = Annotated[str, AfterValidator(_registered("activation", "mnist99.models.layers:ACTIVATIONS"))]
+InitializerName = Annotated[str, AfterValidator(_registered("initializer", "mnist99.models.layers:INITIALIZERS"))]
+OptimizerName = Annotated[str, AfterValidator(_registered("optimizer", "mnist99.training.optimizers:OPTIMIZERS"))]
+ScheduleName = Annotated[str, AfterValidator(_registered("schedule", "mnist99.training.optimizers:SCHEDULES"))]
+TunerName = Annotated[str, AfterValidator(_registered("tuner", "mnist99.tuning.search:TUNERS"))]
 
 
 class Section(BaseModel):
@@ -68,9 +98,9 @@ class AugmentConfig(Section):
 
 
 class ModelConfig(Section):
-    name: str = "rescnn"
-    activation: str = "relu"
-    initializer: str = "he_normal"
+    name: ModelName = "rescnn"
+    activation: ActivationName = "relu"
+    initializer: InitializerName = "he_normal"
     width: int = Field(32, ge=1, le=8192)  # rescnn: stem channels; resmlp: units per block
     depth: int = Field(3, ge=1, le=64)  # residual blocks
     dropout: float = Field(0.1, ge=0, lt=1)
@@ -81,7 +111,7 @@ class ModelConfig(Section):
 
 
 class OptimizerConfig(Section):
-    name: str = "adamw"
+    name: OptimizerName = "adamw"
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(5e-4, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)  # sgd, rmsprop
@@ -93,7 +123,7 @@ class OptimizerConfig(Section):
 
 
 class ScheduleConfig(Section):
-    name: str = "onecycle"
+    name: ScheduleName = "onecycle"
     warmup: float = Field(0.15, ge=0, lt=1)  # fraction of all steps (cosine, onecycle)
     final_fraction: float = Field(0.01, ge=0, le=1)  # last lr / peak lr (cosine, onecycle)
     step_every: int = Field(3, ge=1)  # epochs between decays (step)
@@ -197,7 +227,7 @@ class ParamSpec(Section):
 class TuneConfig(Section):
     """The ``tune`` stage: KerasTuner over ``space`` (dotted config keys), objective val_accuracy."""
 
-    tuner: str = "hyperband"  # hyperband, bayesian, random
+    tuner: TunerName = "hyperband"  # hyperband, bayesian, random
     max_trials: int = Field(20, ge=1)  # bayesian, random (hyperband's budget is max_epochs and factor)
     max_epochs: int = Field(6, ge=1)  # epochs of a full trial (every trial for bayesian/random)
     executions_per_trial: int = Field(1, ge=1)
@@ -235,30 +265,48 @@ class Config(Section):
 
 def _format_validation_error(err: ValidationError) -> str:
     first = err.errors()[0]
-    key = ".".join(str(part) for part in first["loc"]) or "config"
-    value = first.get("input")
+    key = ".".join(str(part) for part in first["loc"])
+    message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
-        return f"unknown config key '{key}'"
-    return f"invalid config value {key}={value!r}: {first['msg']}"
+        return f"unknown config key {key!r}"
+    key = key if key.isprintable() else repr(key)  # keys of free-form mappings may hold anything
+    if not key:  # a check across keys (a model validator): the input is the whole config, not worth printing
+        return f"invalid config: {message}"
+    return f"invalid config value {key}={first.get('input')!r}: {message}"
+
+
+@contextlib.contextmanager
+def _typed_by_user(what: str) -> Iterator[None]:
+    """Turn any failure to parse or merge text a user typed into one ConfigError line naming ``what``.
+
+    OmegaConf and PyYAML raise many types on odd strings (their own, but also IndexError, TypeError
+    or ValueError for keys like ``[=`` or lists merged into mappings); each means the input is wrong.
+    """
+    try:
+        yield
+    except ConfigError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - see the docstring; found by tests/test_config_fuzz.py
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"{what}: {reason}") from None
 
 
 def _read_yaml(path: Path) -> Any:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    try:
-        return OmegaConf.load(path)
-    except (yaml.YAMLError, OmegaConfBaseException) as exc:
-        reason = str(exc).splitlines()[0]
-        raise ConfigError(f"malformed YAML in {path}: {reason}") from None
+    with _typed_by_user(f"malformed YAML in {path}"):  # also a bare scalar ("0"), binary junk
+        loaded = OmegaConf.load(path)
+    if not isinstance(loaded, DictConfig):
+        kind = type(loaded).__name__.removesuffix("Config").lower()
+        raise ConfigError(f"{path} must hold a mapping of config keys, not a {kind}")
+    return loaded
 
 
 def _parse_override(item: str) -> Any:
     if "=" not in item:
-        raise ConfigError(f"override '{item}' is not of the form dotted.key=value")
-    try:
+        raise ConfigError(f"override {item!r} is not of the form dotted.key=value")
+    with _typed_by_user(f"bad override {item!r}"):
         return OmegaConf.from_dotlist([item])
-    except OmegaConfBaseException as exc:
-        raise ConfigError(f"bad override '{item}': {str(exc).splitlines()[0]}") from None
 
 
 def load_config(files: list[str | Path] | None = None, overrides: list[str] | None = None) -> Config:
@@ -270,10 +318,8 @@ def load_config(files: list[str | Path] | None = None, overrides: list[str] | No
     layers = [_read_yaml(DEFAULT_CONFIG)]
     layers += [_read_yaml(Path(f)) for f in files or [] if Path(f).resolve() != DEFAULT_CONFIG]
     layers += [_parse_override(o) for o in overrides or []]
-    try:
+    with _typed_by_user("cannot merge configs"):
         merged = OmegaConf.to_container(OmegaConf.merge(*layers), resolve=True)
-    except OmegaConfBaseException as exc:
-        raise ConfigError(f"cannot merge configs: {str(exc).splitlines()[0]}") from None
     return validate_config(merged)
 
 
@@ -290,8 +336,10 @@ def validate_config(data: Any) -> Config:
 def with_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
     """Return a copy of ``cfg`` with dotted-key ``overrides`` applied and validated again."""
     base = OmegaConf.create(cfg.model_dump())
-    patch = OmegaConf.from_dotlist([f"{k}={v}" for k, v in overrides.items()])
-    return validate_config(OmegaConf.to_container(OmegaConf.merge(base, patch), resolve=True))
+    with _typed_by_user(f"bad overrides {overrides!r}"):
+        patch = OmegaConf.from_dotlist([f"{k}={v}" for k, v in overrides.items()])
+        merged = OmegaConf.to_container(OmegaConf.merge(base, patch), resolve=True)
+    return validate_config(merged)
 
 
 def to_yaml(cfg: Config) -> str:

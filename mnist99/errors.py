@@ -19,3 +19,7 @@ class InputError(Mnist99Error):
 
 class ModelLoadError(Mnist99Error):
     """A model file or URI cannot be loaded."""
+
+
+class TrackingError(Mnist99Error):
+    """The MLflow store cannot be opened or written (bad path, not a database, locked too long)."""

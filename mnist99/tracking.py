@@ -5,7 +5,9 @@ Models, data and augmentation code never import mlflow; stages go through this m
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -18,17 +20,19 @@ from typing import Any, Iterator
 import keras
 import mlflow
 import numpy as np
+import sqlalchemy.exc
 from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
 
 from mnist99 import __version__
 from mnist99.config import Config, flatten, to_yaml
-from mnist99.errors import ModelLoadError
+from mnist99.errors import ModelLoadError, TrackingError
 
 DEFAULT_STORE = Path("mlruns")
 EXPERIMENT_DESCRIPTION = "mnist99 runs: train, ensemble, evaluate, export (one run per stage)."
 # MLflow 3's UI opens an experiment on its GenAI trace overview unless told it holds model training runs.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+CACHE_KEY_TAG = "mnist99.cache_key"  # what a stage run's result depends on (see stages/run.py)
 
 
 def tracking_uri(cfg: Config) -> str:
@@ -47,13 +51,63 @@ def _artifact_root(uri: str) -> str | None:
     return None
 
 
+def _sqlite_path(uri: str) -> Path | None:
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """Hold ``<store>.lock`` (an OS file lock) while a SQLite store is opened, so one process at a time
+    creates and migrates it: two stages starting at once on a new store otherwise collide in
+    MLflow's schema migration ("duplicate column name"). Later writes are serialised by SQLite itself."""
+    path = _sqlite_path(uri)
+    if path is None or os.environ.get("NOLOCK"):
+        yield
+        return
+    try:
+        lock = open(path.with_name(path.name + ".lock"), "a")
+    except OSError as exc:
+        raise TrackingError(f"cannot open the MLflow store {uri}: {exc}") from None
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def check_store(uri: str) -> None:
+    """Open a SQLite store once with sqlite3 (creating its folder): an unusable path fails here in one
+    line, where MLflow itself retries for about 100 s and then ends in a traceback."""
+    path = _sqlite_path(uri)
+    if path is None:
+        return
+    if path.is_dir():
+        raise TrackingError(f"cannot open the MLflow store {uri}: {path} is a folder, expected a SQLite file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TrackingError(f"cannot open the MLflow store {uri}: {exc}") from None
+    try:
+        with contextlib.closing(sqlite3.connect(path, timeout=30)) as db:
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.Error as exc:
+        raise TrackingError(f"cannot open the MLflow store {uri}: {exc}") from None
+
+
 def setup(cfg: Config, experiment: str | None = None, description: str = EXPERIMENT_DESCRIPTION) -> str:
-    """Point MLflow at the store and the experiment (created with ``description`` if new); returns its id."""
+    """Point MLflow at the store and the experiment (created with ``description`` if new); returns its id.
+
+    Raises TrackingError, one line naming the store, when it cannot be opened or written.
+    """
     uri = tracking_uri(cfg)
-    if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    check_store(uri)
+    with _store_lock(uri):
+        try:
+            return _use_experiment(uri, experiment or cfg.tracking.experiment, description)
+        except (mlflow.exceptions.MlflowException, sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
+            raise TrackingError(f"MLflow store {uri}: {_first_line(exc)}") from None
+
+
+def _use_experiment(uri: str, name: str, description: str) -> str:
     mlflow.set_tracking_uri(uri)
-    name = experiment or cfg.tracking.experiment
     tags = {"mlflow.note.content": description, **EXPERIMENT_KIND}
     found = mlflow.get_experiment_by_name(name)
     if found is not None:
@@ -110,8 +164,8 @@ def stage_run(cfg: Config, stage: str, run_name: str, tags: dict[str, str] | Non
                            log_system_metrics=cfg.tracking.system_metrics)  # a bool: MLflow's env var is not consulted
     try:
         yield run
-    except KeyboardInterrupt:
-        mlflow.set_tag("mnist99.error", "interrupted (Ctrl-C)")
+    except KeyboardInterrupt as exc:
+        mlflow.set_tag("mnist99.error", f"interrupted ({exc or 'Ctrl-C'})")
         mlflow.end_run(status="KILLED")
         raise
     except BaseException as exc:
@@ -132,15 +186,19 @@ def log_config(cfg: Config) -> None:
 
 
 def log_dataset(splits, context_prefix: str = "") -> None:
-    """Each split as an MLflow dataset input (with its digest), and the counts per class."""
+    """Each split as an MLflow dataset input (with its digest), its size, and ``class_counts.json``.
+
+    The per-class counts go to one artifact, not 30 metrics that would crowd the UI's compare view.
+    """
     import numpy as np
 
+    counts = {}
     for split, (x, y) in {"train": (splits.x_train, splits.y_train), "val": (splits.x_val, splits.y_val),
                           "test": (splits.x_test, splits.y_test)}.items():
         ds = mlflow.data.from_numpy(x, targets=y, source=splits.source, name=f"mnist-{split}")
         mlflow.log_input(ds, context=f"{context_prefix}{split}")
-        counts = np.bincount(y, minlength=10)
-        mlflow.log_metrics({f"{split}_count_class_{d}": int(c) for d, c in enumerate(counts)})
+        counts[split] = {str(d): int(c) for d, c in enumerate(np.bincount(y, minlength=10))}
+    mlflow.log_dict(counts, "class_counts.json")
     mlflow.log_metrics({f"{k}_size": v for k, v in splits.counts().items()})
     mlflow.set_tag("mnist99.data_digest", splits.digest)
 
@@ -290,6 +348,14 @@ def finished_run(run_id: str) -> mlflow.entities.Run:
 def latest_finished_run(stage: str) -> mlflow.entities.Run | None:
     """The newest FINISHED run of ``stage`` (tag ``mnist99.stage``) in the current experiment, if any."""
     runs = mlflow.search_runs(filter_string=f"tags.`mnist99.stage` = '{stage}' AND attributes.status = 'FINISHED'",
+                              order_by=["attributes.start_time DESC"], max_results=1, output_format="list")
+    return runs[0] if runs else None
+
+
+def cached_run(stage: str, cache_key: str) -> mlflow.entities.Run | None:
+    """The newest FINISHED run of ``stage`` in the current experiment tagged ``mnist99.cache_key = cache_key``."""
+    runs = mlflow.search_runs(filter_string=f"tags.`mnist99.stage` = '{stage}' AND tags.`{CACHE_KEY_TAG}` = "
+                                            f"'{cache_key}' AND attributes.status = 'FINISHED'",
                               order_by=["attributes.start_time DESC"], max_results=1, output_format="list")
     return runs[0] if runs else None
 

@@ -10,7 +10,8 @@ def test_default_loads_and_files_merge_in_order():
     assert cfg.model.name == "resmlp"  # from mlp.yaml
     assert cfg.model.width == 8  # smoke.yaml wins over mlp.yaml
     assert cfg.train.epochs == 2  # --set wins over files
-    assert cfg.train.optimizer.name == "sgd"
+    assert cfg.train.optimizer.lr == 0.001  # from mlp.yaml, over the default
+    assert cfg.train.optimizer.name == "adamw"  # not in mlp.yaml: the default stays
 
 
 @pytest.mark.parametrize(

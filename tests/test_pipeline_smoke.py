@@ -33,7 +33,7 @@ def test_prepare_then_train_log_everything(smoke_cfg, store):
     for key in ("val_loss", "val_accuracy"):  # each epoch, then the restored best model
         assert sorted(m.step for m in client.get_metric_history(run.info.run_id, key)) == [1, 2], key
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"config.yaml", "learning_curves.png", "model", "model_summary.txt"} <= artifacts
+    assert {"config.yaml", "learning_curves.png", "model", "model_summary.txt", "class_counts.json"} <= artifacts
     model_files = [a.path for a in client.list_artifacts(run.info.run_id, "model")]
     assert model_files == ["model/model.keras"]
     inputs = run.inputs.dataset_inputs

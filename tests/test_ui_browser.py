@@ -21,6 +21,7 @@ from benchmarks.ui_screenshots import (
     compare_url,
     experiment_id,
     experiment_url,
+    is_top_level,
     use_ui_settings,
 )
 from mnist99.stages.ui import check_port_free, free_port, wait_until_up
@@ -104,8 +105,7 @@ def test_ui_serves_the_runs_to_a_real_browser(smoke_cfg, store, tmp_path):
             runs = check_rest_api(url, exp_id, ran)
             train_ids = [out["run_id"] for out in ran["train"]]
             names = [name for name, r in runs.items() if r["info"]["run_id"] in train_ids]
-            top_level = [name for name, r in runs.items()
-                         if not any(t["key"] == "mlflow.parentRunId" for t in r["data"].get("tags", []))]
+            top_level = [name for name, r in runs.items() if is_top_level(r)]
             with tempfile.TemporaryDirectory() as profile, chromium(Path(profile)) as driver:
                 use_ui_settings(driver, url)
                 page = capture(driver, experiment_url(url, exp_id), top_level, shots / "experiment.png")

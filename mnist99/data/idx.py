@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import zipfile
 import zlib
 from pathlib import Path
 from typing import Callable
@@ -99,7 +100,7 @@ def read_npz(path: Path, expected_sha256: str | None = KERAS_NPZ_SHA256) -> dict
             if missing:
                 raise DataError(f"{path} lacks the arrays {missing} (has {sorted(npz.files)})")
             arrays = {key: npz[key] for key in SPLIT_SHAPES}
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # BadZipFile: a corrupt npz
         raise DataError(f"{path} is not a readable npz file ({exc})") from None
     arrays = check_arrays(str(path), arrays)
     if expected_sha256:

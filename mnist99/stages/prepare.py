@@ -29,12 +29,15 @@ def log_augment_preview(cfg: Config, splits: Splits, n: int = 32) -> None:
 
 
 def run(cfg: Config) -> dict:
-    """Load and split MNIST; returns the split sizes, the data digest and the seconds it took."""
+    """Load and split MNIST; returns the split sizes, the data digest and the seconds it took.
+
+    The data is read before the store is touched: a missing or corrupt file leaves no run behind.
+    """
+    start = time.perf_counter()
+    splits = make_splits(cfg.data, cfg.seed)
+    seconds = time.perf_counter() - start
     tracking.setup(cfg)
     with tracking.stage_run(cfg, "prepare", "prepare") as active:
-        start = time.perf_counter()
-        splits = make_splits(cfg.data, cfg.seed)
-        seconds = time.perf_counter() - start
         tracking.log_config(cfg)
         tracking.log_dataset(splits)
         log_augment_preview(cfg, splits)

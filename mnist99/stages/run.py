@@ -3,15 +3,84 @@
 Reads: MNIST (see ``prepare``). Writes: the prepare run; the ensemble parent run (with its nested
 member runs) that also holds the evaluation pack; the export files and an export run registering
 a new version of ``export.registered_name``.
+
+A stage whose inputs are unchanged is skipped: each stage run carries the tag ``mnist99.cache_key``
+(a hash of the config sections it reads, the data's sha256, the mnist99 version and git commit,
+and for export the ensemble run it exports), and a FINISHED run with the same key is reused.
+``--force`` reruns every stage.
 """
 from __future__ import annotations
 
+import argparse
 import time
+from pathlib import Path
+from typing import Any, Callable
 
-from mnist99 import tracking
+import yaml
+
+from mnist99 import resume, tracking
 from mnist99.config import Config
 from mnist99.data import make_splits
 from mnist99.stages import ensemble, export, prepare
+
+# The config sections each stage's result depends on (besides the data, the code, and for export
+# the ensemble run it exports). Tracking, tuning and study settings change no result.
+STAGE_SECTIONS = {
+    "prepare": ("data", "seed"),
+    "ensemble": ("data", "augment", "model", "train", "ensemble", "seed"),
+    "export": ("export",),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--force", action="store_true",
+                        help="rerun every stage, even those with a FINISHED run of the same cache key")
+
+
+def cache_key(cfg: Config, stage: str, data_digest: str, upstream: str = "") -> str:
+    """The stage's cache key: its config sections, ``upstream`` (a run it reads), the data, version and commit."""
+    dumped = cfg.model_dump()
+    sections = yaml.safe_dump({name: dumped[name] for name in STAGE_SECTIONS[stage]}, sort_keys=True)
+    return resume.job_key(f"{stage}\n{sections}\n{upstream}\n{tracking.git_commit() or ''}", data_digest)
+
+
+def reusable(stage: str, key: str, force: bool, usable: Callable[[Any], bool] = lambda found: True):
+    """The FINISHED run of ``stage`` with cache key ``key`` (None when forced, none or not ``usable``); says so."""
+    found = None if force else tracking.cached_run(stage, key)
+    if found is not None and not usable(found):
+        return None
+    if found is not None:
+        print(f"run: {stage} skipped: reusing FINISHED run {found.info.run_id} (cache key {key})")
+    return found
+
+
+def from_ensemble_run(found) -> tuple[dict, dict]:
+    """The ensemble's and the evaluation's metrics as the stage returned them, read back from its run."""
+    metrics = found.data.metrics
+    member_ids = found.data.tags["mnist99.member_run_ids"].split(",")
+    ens = {key: value for key, value in metrics.items() if not key.startswith("eval_")}
+    ens.update(member_run_ids=member_ids, run_id=found.info.run_id,
+               weights=[metrics[f"member_{i}_weight"] for i in range(1, len(member_ids) + 1)])
+    return ens, {key: value for key, value in metrics.items() if key.startswith("eval_")}
+
+
+def export_files_exist(found) -> bool:
+    """Whether the files an export run wrote are still there (a user may have deleted them); says when not."""
+    files = [found.data.tags["mnist99.keras_file"], found.data.tags["mnist99.saved_model"]]
+    missing = [f for f in files if f and not Path(f).exists()]
+    if missing:
+        print(f"run: export rerun: the files of run {found.info.run_id} are gone ({', '.join(missing)})")
+    return not missing
+
+
+def from_export_run(found) -> dict:
+    """What ``export.export_run`` returned, read back from its run."""
+    tags = found.data.tags
+    name, version = tags["mnist99.registered_model"].rsplit("/", 1)
+    return {"run_id": found.info.run_id, "source_run_id": tags["mnist99.source_run_id"],
+            "member_run_ids": tags["mnist99.member_run_ids"].split(","), "registered_name": name,
+            "version": version, "model_uri": f"models:/{name}/{version}", "keras_file": tags["mnist99.keras_file"],
+            "saved_model": tags["mnist99.saved_model"] or None}
 
 
 def evaluate_in_run(cfg: Config, out: dict, splits) -> dict:
@@ -37,20 +106,42 @@ def summary(ens: dict, evaluation: dict, exported: dict, seconds: float, cfg: Co
     return "\n".join(lines)
 
 
-def run(cfg: Config) -> dict:
-    """Run the whole job; returns the ensemble's metrics, the evaluation's and the export's (no models)."""
+def run(cfg: Config, args: argparse.Namespace | None = None) -> dict:
+    """Run the whole job, skipping stages already done; returns the ensemble's, evaluation's and export's results.
+
+    The data is loaded first, so a bad data path fails before any run is opened.
+    """
+    force = bool(getattr(args, "force", False))
     start = time.perf_counter()
-    prepare.run(cfg)
-    splits = make_splits(cfg.data, cfg.seed)  # from the cache prepare just filled
+    splits = make_splits(cfg.data, cfg.seed)
     tracking.setup(cfg)
-    with ensemble.parent_run(cfg) as active:
-        ens = ensemble.build_in_run(cfg, splits)
-        evaluation = evaluate_in_run(cfg, ens, splits)
-    ens["run_id"] = active.info.run_id
+    key = cache_key(cfg, "prepare", splits.digest)
+    if reusable("prepare", key, force) is None:
+        tracking.update_run(prepare.run(cfg)["run_id"], tags={tracking.CACHE_KEY_TAG: key})
+
+    key = cache_key(cfg, "ensemble", splits.digest)
+    found = reusable("ensemble", key, force)
+    if found is not None:
+        ens, evaluation = from_ensemble_run(found)
+    else:
+        with ensemble.parent_run(cfg) as active:
+            tracking.set_tag(tracking.CACHE_KEY_TAG, key)
+            ens = ensemble.build_in_run(cfg, splits)
+            evaluation = evaluate_in_run(cfg, ens, splits)
+        ens["run_id"] = active.info.run_id
     print(ensemble.format_table(ens))
-    exported = export.export_run(cfg, ens["run_id"])
+
+    key = cache_key(cfg, "export", splits.digest, upstream=ens["run_id"])
+    found = reusable("export", key, force, usable=export_files_exist)
+    if found is not None:
+        exported = from_export_run(found)
+    else:
+        exported = export.export_run(cfg, ens["run_id"])
+        files = {"mnist99.keras_file": exported["keras_file"], "mnist99.saved_model": exported["saved_model"]}
+        tracking.update_run(exported["run_id"], tags={tracking.CACHE_KEY_TAG: key, **{
+            tag: str(Path(path).resolve()) if path else "" for tag, path in files.items()}})
     seconds = time.perf_counter() - start
     print(summary(ens, evaluation, exported, seconds, cfg))
-    ens.pop("model")
-    ens.pop("members")
+    ens.pop("model", None)
+    ens.pop("members", None)
     return {**ens, **evaluation, "export": exported, "seconds": seconds}

@@ -1,0 +1,72 @@
+"""Reliability of stage runs against the outside world: SIGTERM, two stages at once on one SQLite store."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import mlflow
+import pytest
+
+from tests.conftest import ROOT, SMOKE, real_data_dir
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def stage_command(tmp_path, stage: str, *overrides: str) -> list[str]:
+    return [sys.executable, "-m", "mnist99.cli", stage, "-c", str(SMOKE), "--set", f"data.cache_dir={tmp_path / 'cache'}",
+            "--set", f"train.checkpoint_dir={tmp_path / 'ckpt'}", *[a for o in overrides for a in ("--set", o)]]
+
+
+def runs_of(store: str, stage: str):
+    client = mlflow.MlflowClient(store)
+    exps = [e.experiment_id for e in client.search_experiments()] if os.path.exists(store[len("sqlite:///"):]) else []
+    return client.search_runs(exps, f"tags.`mnist99.stage` = '{stage}'") if exps else []
+
+
+def test_sigterm_ends_the_run_killed(tmp_path, store):
+    """``kill <pid>`` during training: the run ends KILLED (not RUNNING forever) and the command exits non-zero."""
+    if real_data_dir() is None:
+        pytest.skip("MNIST99_DATA not set")
+    cmd = stage_command(tmp_path, "train", "train.epochs=30", "train.early_stopping.enabled=false")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    client = mlflow.MlflowClient(store)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline:  # terminate once an epoch is logged: training is under way
+            runs = runs_of(store, "train")
+            if runs and client.get_metric_history(runs[0].info.run_id, "loss"):
+                break
+            if proc.poll() is not None:
+                pytest.fail(f"training ended before it could be terminated: {proc.stderr.read()[-2000:]}")
+            time.sleep(0.3)
+        else:
+            pytest.fail("no epoch was logged within 240 s")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode not in (0, -signal.SIGTERM)  # handled, not killed by the signal's default action
+    assert "mnist99 train: interrupted (SIGTERM)" in err
+    run = client.get_run(runs_of(store, "train")[0].info.run_id)
+    assert run.info.status == "KILLED"
+    assert run.data.tags["mnist99.error"] == "interrupted (SIGTERM)"
+
+
+def test_two_stages_started_at_once_on_a_new_store_both_finish(tmp_path, store):
+    """Two ``prepare`` at once on a store that does not exist yet: both create it (one waits), both FINISHED."""
+    if real_data_dir() is None:
+        pytest.skip("MNIST99_DATA not set")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store}
+    procs = [subprocess.Popen(stage_command(tmp_path / str(i), "prepare", "tracking.system_metrics=false"),
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    results = [p.communicate(timeout=300) for p in procs]
+    for proc, (_, err) in zip(procs, results):
+        assert proc.returncode == 0, err[-3000:]
+    runs = runs_of(store, "prepare")
+    assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
