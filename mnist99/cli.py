@@ -6,7 +6,7 @@ import contextlib
 import importlib
 import signal
 import sys
-from typing import Iterator
+from collections.abc import Iterator
 
 from mnist99.errors import Mnist99Error
 

@@ -61,7 +61,7 @@ def _store_lock(uri: str) -> Iterator[None]:
     creates and migrates it: two stages starting at once on a new store otherwise collide in
     MLflow's schema migration ("duplicate column name"). Later writes are serialised by SQLite itself."""
     path = _sqlite_path(uri)
-    if path is None or os.environ.get("NOLOCK"):
+    if path is None:
         yield
         return
     try:

@@ -19,10 +19,17 @@ def real_data_dir() -> Path | None:
 
 @pytest.fixture
 def store(tmp_path, monkeypatch) -> str:
-    """A fresh SQLite MLflow store under tmp_path, set through MLFLOW_TRACKING_URI."""
+    """A fresh SQLite MLflow store under tmp_path, set through MLFLOW_TRACKING_URI.
+
+    Also set as MLflow's current URI: an earlier test's ``tracking.setup`` (``mlflow.set_tracking_uri``)
+    would otherwise win over the environment variable in this process.
+    """
+    import mlflow
+
     uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     (tmp_path / "mlruns").mkdir()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
     return uri
 
 

@@ -16,8 +16,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def stage_command(tmp_path, stage: str, *overrides: str) -> list[str]:
-    return [sys.executable, "-m", "mnist99.cli", stage, "-c", str(SMOKE), "--set", f"data.cache_dir={tmp_path / 'cache'}",
-            "--set", f"train.checkpoint_dir={tmp_path / 'ckpt'}", *[a for o in overrides for a in ("--set", o)]]
+    paths = [f"data.cache_dir={tmp_path / 'cache'}", f"train.checkpoint_dir={tmp_path / 'ckpt'}"]
+    return [sys.executable, "-m", "mnist99.cli", stage, "-c", str(SMOKE),
+            *[arg for o in (*paths, *overrides) for arg in ("--set", o)]]
 
 
 def runs_of(store: str, stage: str):
@@ -66,7 +67,7 @@ def test_two_stages_started_at_once_on_a_new_store_both_finish(tmp_path, store):
                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for i in range(2)]
     results = [p.communicate(timeout=300) for p in procs]
-    for proc, (_, err) in zip(procs, results):
+    for proc, (_, err) in zip(procs, results, strict=True):
         assert proc.returncode == 0, err[-3000:]
     runs = runs_of(store, "prepare")
     assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}

@@ -90,7 +90,7 @@ def run(cfg: Config, args: argparse.Namespace) -> dict:
     """
     tracking.setup(cfg)
     if args.run_id:
-        target = tracking.get_run(args.run_id)
+        target = tracking.finished_run(args.run_id)
         model = load_run_model(args.run_id)
     else:
         from mnist99.inference import load_ensemble

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -109,10 +110,12 @@ def summary(ens: dict, evaluation: dict, exported: dict, seconds: float, cfg: Co
 def run(cfg: Config, args: argparse.Namespace | None = None) -> dict:
     """Run the whole job, skipping stages already done; returns the ensemble's, evaluation's and export's results.
 
-    The data is loaded first, so a bad data path fails before any run is opened.
+    The members' configs are checked and the data is loaded first, so a bad member override or data
+    path fails before any run is opened.
     """
     force = bool(getattr(args, "force", False))
     start = time.perf_counter()
+    ensemble.member_plan(cfg)
     splits = make_splits(cfg.data, cfg.seed)
     tracking.setup(cfg)
     key = cache_key(cfg, "prepare", splits.digest)

@@ -69,7 +69,8 @@ def train_model(cfg: Config, splits: Splits, callbacks: list[keras.callbacks.Cal
     configure_runtime(cfg)
     tcfg = cfg.train
     train_ds = make_dataset(splits.x_train, splits.y_train, tcfg.batch_size, training=True,
-                            augmenter=build_augmenter(cfg.augment, cfg.seed), seed=cfg.seed)
+                            augmenter=build_augmenter(cfg.augment, cfg.seed), seed=cfg.seed,
+                            deterministic=tcfg.deterministic)
     val_ds = make_dataset(splits.x_val, splits.y_val, 512)
     steps = int(train_ds.cardinality())
     with distribution_strategy(tcfg.strategy).scope():
