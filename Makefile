@@ -6,7 +6,7 @@ MNIST99_DATA ?= $(abspath ../shared/data/mnist)
 export MNIST99_DATA
 CONFIG ?= configs/default.yaml
 
-.PHONY: setup run test test-all lint bench clean
+.PHONY: setup browser run test lint clean
 
 $(BIN)/mnist99: setup.cfg pyproject.toml
 	$(PYTHON) -m venv --system-site-packages $(VENV)  # reuses what the machine has; installs the rest
@@ -20,8 +20,16 @@ setup: $(BIN)/mnist99
 run: setup
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/mnist99 run -c $(CONFIG)
 
-## The default test suite (~5 min on 2 cores), the same command CI runs
-test: setup
+## Debian's Chromium + chromedriver for the UI browser test (no browser download); needs root or sudo
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium chromium-driver \
+	  || echo "chromium not installed: the UI browser test will be skipped"; \
+	fi
+
+## The default test suite, the same command CI runs
+test: setup browser
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q
 
 lint: setup

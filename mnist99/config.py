@@ -9,7 +9,7 @@ import contextlib
 import importlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -55,11 +55,11 @@ class Section(BaseModel):
 
 
 class DataConfig(Section):
-    path: Optional[str] = None  # folder with the four IDX .gz files, or a Keras mnist.npz
+    path: str | None = None  # folder with the four IDX .gz files, or a Keras mnist.npz
     cache_dir: str = "~/.cache/mnist99"
     val_size: int = Field(5000, ge=10, le=30000)  # held out of train, stratified
-    train_limit: Optional[int] = Field(None, ge=10)  # smoke runs: a stratified subset
-    test_limit: Optional[int] = Field(None, ge=10)
+    train_limit: int | None = Field(None, ge=10)  # smoke runs: a stratified subset
+    test_limit: int | None = Field(None, ge=10)
 
 
 class RotationConfig(Section):
@@ -116,10 +116,10 @@ class OptimizerConfig(Section):
     weight_decay: float = Field(5e-4, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)  # sgd, rmsprop
     nesterov: bool = True  # sgd
-    clipnorm: Optional[float] = Field(None, gt=0)
+    clipnorm: float | None = Field(None, gt=0)
     # Exponential moving average of the weights, used for validation and kept at the end: smooths
     # the noise of high learning rates, so validation accuracy is high early. None turns it off.
-    ema: Optional[float] = Field(None, gt=0, lt=1)
+    ema: float | None = Field(None, gt=0, lt=1)
 
 
 class ScheduleConfig(Section):
@@ -145,7 +145,7 @@ class TrainConfig(Section):
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
     deterministic: bool = False  # TF op determinism: reproducible bits, slower
     mixed_precision: bool = False  # mixed_float16; worth it on a GPU only
-    jit_compile: Union[Literal["auto"], bool] = "auto"  # auto: XLA on GPU only (slower on CPU, measured)
+    jit_compile: Literal["auto"] | bool = "auto"  # auto: XLA on GPU only (slower on CPU, measured)
     strategy: Literal["auto", "mirrored", "none"] = "auto"
     verbose: int = Field(2, ge=0, le=2)  # keras fit verbosity
     checkpoint_dir: str = "checkpoints"  # per-epoch backups, so a killed run resumes where it stopped
@@ -155,8 +155,8 @@ class MemberConfig(Section):
     """One ensemble member: a seed plus dotted overrides of the base config."""
 
     model_config = ConfigDict(extra="forbid")
-    seed: Optional[int] = None
-    run_id: Optional[str] = None  # reuse a finished train run instead of training
+    seed: int | None = None
+    run_id: str | None = None  # reuse a finished train run instead of training
     overrides: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -173,7 +173,7 @@ class ExportConfig(Section):
 
 
 class TrackingConfig(Section):
-    uri: Optional[str] = None  # default: $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db
+    uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db
     experiment: str = "mnist99"
     system_metrics: bool = True  # MLflow's CPU/memory/disk/GPU sampling, every 10 s: ~0.1 ms a sample
 
@@ -206,14 +206,14 @@ class ParamSpec(Section):
     """One searched config key: a float or int range (``log`` scale, ``step`` grid), a choice or a bool."""
 
     type: Literal["float", "int", "choice", "bool"]
-    min: Optional[float] = None
-    max: Optional[float] = None
-    step: Optional[float] = Field(None, gt=0)
+    min: float | None = None
+    max: float | None = None
+    step: float | None = Field(None, gt=0)
     log: bool = False
     values: list[Any] = Field(default_factory=list)  # choice only
 
     @model_validator(mode="after")
-    def _bounds_fit_type(self) -> "ParamSpec":
+    def _bounds_fit_type(self) -> ParamSpec:
         if self.type in ("float", "int"):
             if self.min is None or self.max is None or self.min >= self.max:
                 raise ValueError(f"a {self.type} range needs min < max, got min={self.min} max={self.max}")
@@ -234,7 +234,7 @@ class TuneConfig(Section):
     factor: int = Field(3, ge=2)  # hyperband: keep 1/factor of the trials per round
     hyperband_iterations: int = Field(1, ge=1)
     directory: str = "tuning"  # KerasTuner project folders: delete one to start that search afresh
-    project: Optional[str] = None  # default: <tuner>-<digest of the searched config>, so reruns resume
+    project: str | None = None  # default: <tuner>-<digest of the searched config>, so reruns resume
     output: str = "configs/tuned.yaml"  # the best hyperparameters, for `train -c`
     experiment: str = "mnist99-tune"
     space: dict[str, ParamSpec] = Field(default_factory=dict)
@@ -254,7 +254,7 @@ class Config(Section):
     tune: TuneConfig = TuneConfig()
 
     @model_validator(mode="after")
-    def _members_fit_size(self) -> "Config":
+    def _members_fit_size(self) -> Config:
         if self.ensemble.members and len(self.ensemble.members) != self.ensemble.size:
             raise ValueError(
                 f"ensemble.members lists {len(self.ensemble.members)} members "

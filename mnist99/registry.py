@@ -1,7 +1,8 @@
 """A tiny name -> builder registry, so models, optimisers, schedules and augment ops are chosen by name."""
 from __future__ import annotations
 
-from typing import Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from mnist99.errors import ConfigError
 

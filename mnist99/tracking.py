@@ -13,9 +13,10 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import keras
 import mlflow

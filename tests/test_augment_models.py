@@ -1,11 +1,10 @@
-import keras
 import numpy as np
 import pytest
 
 from mnist99.augment import AUGMENT_OPS, build_augmenter
 from mnist99.config import AugmentConfig, ModelConfig, load_config
 from mnist99.models import MODELS, build_model
-from mnist99.pipeline import make_dataset, to_model_input
+from mnist99.pipeline import to_model_input
 
 
 def batch():

@@ -13,7 +13,11 @@ def restore_policy():
     keras.mixed_precision.set_global_policy("float32")
 
 
-@pytest.mark.parametrize("mixed, jit", [(True, False), pytest.param(False, True, marks=pytest.mark.slow), pytest.param(True, True, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("mixed, jit", [
+    (True, False),
+    pytest.param(False, True, marks=pytest.mark.slow),  # XLA compiles slowly on CPU
+    pytest.param(True, True, marks=pytest.mark.slow),
+])
 def test_mixed_precision_and_xla_train_a_step(tiny_splits, mixed, jit):
     cfg = load_config([], ["model.width=4", "model.depth=1", "train.epochs=1", "train.batch_size=50",
                            f"train.mixed_precision={mixed}", f"train.jit_compile={jit}", "train.verbose=0",

@@ -8,8 +8,8 @@ import gzip
 import hashlib
 import zipfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
