@@ -1,0 +1,122 @@
+"""The KerasTuner side of a search: the HyperModel over our Config, the tuners by name, chief/worker settings.
+
+Nothing here knows MLflow: the ``tune`` stage adds tracking by mixing its trial hooks into the tuner.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import keras
+import keras_tuner
+
+from mnist99.augment import build_augmenter
+from mnist99.config import Config, TuneConfig
+from mnist99.data import Splits
+from mnist99.errors import ConfigError
+from mnist99.pipeline import make_dataset
+from mnist99.registry import Registry
+from mnist99.training.fit import compile_model, configure_runtime
+from mnist99.tuning.space import project_name, trial_config
+
+# Chosen on validation data only: the test set stays for reporting the model trained afterwards.
+OBJECTIVE = keras_tuner.Objective("val_accuracy", direction="max")
+TUNERS: Registry = Registry("tuner")
+
+
+class ConfigHyperModel(keras_tuner.HyperModel):
+    """Builds and fits a trial exactly as ``train`` does, from the base config plus the trial's values."""
+
+    def __init__(self, cfg: Config, train_size: int) -> None:
+        super().__init__(name="mnist99")
+        self.cfg = cfg
+        self.train_size = train_size  # sets steps per epoch, which the schedule needs before fit
+
+    def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
+        cfg = trial_config(self.cfg, hp)
+        configure_runtime(cfg)
+        return compile_model(cfg, steps_per_epoch=math.ceil(self.train_size / cfg.train.batch_size))
+
+    def fit(self, hp: keras_tuner.HyperParameters, model: keras.Model, splits: Splits,
+            callbacks: list[keras.callbacks.Callback] | None = None, epochs: int | None = None,
+            initial_epoch: int = 0, **kwargs: Any) -> keras.callbacks.History:
+        """Fit on ``splits.train`` (augmented as the trial's config says), validate on ``splits.val``.
+
+        Hyperband passes ``epochs``/``initial_epoch``; the other tuners train ``tune.max_epochs``.
+        Early stopping watches the objective, so a hopeless trial frees the cores early.
+        """
+        cfg = trial_config(self.cfg, hp)
+        train_ds = make_dataset(splits.x_train, splits.y_train, cfg.train.batch_size, training=True,
+                                augmenter=build_augmenter(cfg.augment, cfg.seed), seed=cfg.seed)
+        val_ds = make_dataset(splits.x_val, splits.y_val, 512)
+        stopping = cfg.train.early_stopping
+        cbs: list[keras.callbacks.Callback] = [keras.callbacks.TerminateOnNaN()]
+        if stopping.enabled:
+            cbs.append(keras.callbacks.EarlyStopping(monitor=OBJECTIVE.name, mode="max",
+                                                     patience=stopping.patience, min_delta=stopping.min_delta))
+        return model.fit(train_ds, validation_data=val_ds, epochs=epochs or cfg.train.epochs,
+                         initial_epoch=initial_epoch, callbacks=cbs + list(callbacks or []),
+                         verbose=cfg.train.verbose, shuffle=False)  # tf.data shuffles
+
+
+@TUNERS.register("hyperband")
+def _hyperband(tune: TuneConfig) -> tuple[type, dict[str, Any]]:
+    return keras_tuner.Hyperband, {"max_epochs": tune.max_epochs, "factor": tune.factor,
+                                   "hyperband_iterations": tune.hyperband_iterations}
+
+
+@TUNERS.register("bayesian")
+def _bayesian(tune: TuneConfig) -> tuple[type, dict[str, Any]]:
+    return keras_tuner.BayesianOptimization, {"max_trials": tune.max_trials}
+
+
+@TUNERS.register("random")
+def _random(tune: TuneConfig) -> tuple[type, dict[str, Any]]:
+    return keras_tuner.RandomSearch, {"max_trials": tune.max_trials}
+
+
+def make_tuner(cfg: Config, hypermodel: keras_tuner.HyperModel, hooks: type | None = None,
+               **hook_kwargs: Any) -> keras_tuner.Tuner:
+    """The tuner named by ``tune.tuner`` on its project folder, reloaded if it exists (``overwrite=False``).
+
+    ``hooks`` is a mixin class placed before the tuner class (for trial tracking); ``hook_kwargs`` go
+    to its ``__init__``. Chief/worker mode comes from the KERASTUNER_* environment, read here.
+    """
+    tuner_cls, kwargs = TUNERS.get(cfg.tune.tuner)(cfg.tune)
+    if hooks is not None:
+        tuner_cls = type(f"{hooks.__name__}{tuner_cls.__name__}", (hooks, tuner_cls), {})
+    tuner = tuner_cls(hypermodel=hypermodel, objective=OBJECTIVE, seed=cfg.seed, overwrite=False,
+                      executions_per_trial=cfg.tune.executions_per_trial, directory=cfg.tune.directory,
+                      project_name=project_name(cfg), **kwargs, **hook_kwargs)
+    requeue_lost_trials(tuner.oracle)
+    return tuner
+
+
+def requeue_lost_trials(oracle) -> list[str]:
+    """Send trials that a kill left RUNNING but the reloaded oracle forgot back for a run.
+
+    KerasTuner writes a new trial's ``trial.json`` before ``oracle.json``; a kill in between leaves a
+    trial that ``reload()`` neither finishes nor retries, and the search ends one trial short.
+    """
+    if not isinstance(oracle, keras_tuner.Oracle):  # a worker's gRPC client: the chief owns the trials
+        return []
+    known = set(oracle._retry_queue) | {t.trial_id for t in oracle.ongoing_trials.values()}
+    lost = [tid for tid, trial in oracle.trials.items() if trial.status == "RUNNING" and tid not in known]
+    oracle._retry_queue.extend(lost)
+    return lost
+
+
+def distributed_env(role: str | None, oracle: str | None, worker_id: int = 0) -> dict[str, str]:
+    """KerasTuner's chief/worker environment for ``--role``/``--oracle HOST:PORT`` (empty when both are unset).
+
+    The chief serves the oracle over gRPC and runs no trials; each worker needs its own ``worker_id``.
+    """
+    if role is None and oracle is None:
+        return {}
+    if role is None or oracle is None:
+        raise ConfigError(f"--role and --oracle go together (got role={role!r}, oracle={oracle!r})")
+    host, _, port = oracle.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--oracle '{oracle}' is not HOST:PORT")
+    return {"KERASTUNER_TUNER_ID": "chief" if role == "chief" else f"tuner{worker_id}",
+            "KERASTUNER_ORACLE_IP": host, "KERASTUNER_ORACLE_PORT": port}
