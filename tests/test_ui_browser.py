@@ -53,11 +53,14 @@ def start_ui(port: int, log) -> subprocess.Popen:
 
 
 def interrupt(process: subprocess.Popen) -> int:
-    """Ctrl-C, as in a terminal; SIGKILL to its session if it does not exit within 30 s."""
+    """Ctrl-C, as in a terminal; SIGKILL to its session if it does not exit within 60 s.
+
+    `mnist99 ui` may itself wait twice ui.STOP_SECONDS for a slow server (TERM, then KILL).
+    """
     if process.poll() is None:
         process.send_signal(signal.SIGINT)
         try:
-            return process.wait(30)
+            return process.wait(60)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
     return process.wait(10)
