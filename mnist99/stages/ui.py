@@ -118,6 +118,9 @@ def _interrupt(signum, frame) -> None:
 def run(cfg: Config, args: argparse.Namespace) -> dict:
     """Serve the UI until Ctrl-C or SIGTERM (then stop the server and return normally); returns the URL."""
     previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the server too, not just us
+    # Ctrl-C must stop us even when we were started from a background shell job, where SIGINT is
+    # inherited as ignored and Python then installs no KeyboardInterrupt handler.
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     url = f"http://{args.host}:{args.port}"
     try:
         with serving(cfg, args.host, args.port) as server:
@@ -128,4 +131,5 @@ def run(cfg: Config, args: argparse.Namespace) -> dict:
         print("ui: stopped", flush=True)
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
     return {"url": url}
