@@ -19,7 +19,7 @@ from PIL import Image
 from mnist99.cli import main
 from mnist99.errors import ConfigError
 from tests.conftest import SMOKE, real_data_dir
-from tests.test_images import drawn_seven, huge_png_header
+from tests.test_images import bad_files, drawn_seven
 
 LABELS = "t10k-labels-idx1-ubyte.gz"
 IDX_NAMES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", LABELS)
@@ -55,15 +55,8 @@ def write_data_inputs(root: Path) -> None:
 
 
 def write_images(root: Path) -> None:
-    (root / "folder.png").mkdir()
-    (root / "empty.png").write_bytes(b"")
-    (root / "notes.txt").write_text("not an image\n")
-    (root / "fake.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
-    huge_png_header(root / "huge.png")
-    Image.new("RGB", (64, 64), "white").save(root / "blank.png")
+    bad_files(root)  # the same bad files test_images checks one by one
     drawn_seven().save(root / "seven.png")
-    data = (root / "seven.png").read_bytes()
-    (root / "truncated.png").write_bytes(data[: len(data) // 2])
     drawn_seven(ink=(0, 0, 0, 255), paper=(0, 0, 0, 0), mode="RGBA").save(root / "rgba.png")
     drawn_seven().convert("P").save(root / "palette.png")
     gray = np.asarray(drawn_seven().convert("L"), dtype=np.uint16) * 257
