@@ -33,7 +33,7 @@ test: setup browser
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q
 
 lint: setup
-	$(BIN)/ruff check mnist99 tests pipelines benchmarks
+	$(BIN)/python -m ruff check mnist99 tests pipelines benchmarks
 
 clean:
 	rm -rf $(VENV) .pytest_cache
