@@ -83,3 +83,18 @@ def tiny_members():
         return model
 
     return [member(1), member(2)]
+
+
+def assert_takes_a_training_step(model):
+    """One training step on 8 random images: a finite loss, weights that moved; returns (8, 10) predictions."""
+    import numpy as np
+
+    x = np.random.default_rng(0).random((8, 28, 28, 1)).astype("float32")
+    y = np.eye(10)[np.arange(8)]
+    before = [w.copy() for w in model.get_weights()]
+    logs = model.train_on_batch(x, y, return_dict=True)
+    assert np.isfinite(logs["loss"])
+    assert any(not np.allclose(a, b) for a, b in zip(before, model.get_weights()))
+    probs = model.predict(x, verbose=0)
+    assert probs.shape == (8, 10)
+    return probs
