@@ -19,7 +19,7 @@ from pathlib import Path
 
 import mlflow
 
-from mnist99 import plots, tracking, tuning
+from mnist99 import plots, resume, tracking, tuning
 from mnist99.config import Config
 from mnist99.data import make_splits
 from mnist99.errors import ConfigError
@@ -79,10 +79,7 @@ def _read_parent(path: Path) -> str | None:
 
 def _write_parent(path: Path, run_id: str) -> None:
     """Atomically, so a worker never reads half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps({"run_id": run_id, "tracking_uri": mlflow.get_tracking_uri()}))
-    os.replace(tmp, path)
+    resume.write_atomic(path, json.dumps({"run_id": run_id, "tracking_uri": mlflow.get_tracking_uri()}))
 
 
 def _wait_for_parent(path: Path, seconds: float) -> str:

@@ -60,7 +60,7 @@ def compile_model(cfg: Config, steps_per_epoch: int) -> keras.Model:
 
 
 def train_model(cfg: Config, splits: Splits, callbacks: list[keras.callbacks.Callback] | None = None,
-                initial_model: keras.Model | None = None, backup_dir: Path | None = None) -> TrainResult:
+                backup_dir: Path | None = None) -> TrainResult:
     """Train one model on ``splits.train``, early-stopping on ``val_loss``; evaluate on val and test.
 
     Returns the model (best weights restored), the Keras history and the summary metrics
@@ -74,7 +74,7 @@ def train_model(cfg: Config, splits: Splits, callbacks: list[keras.callbacks.Cal
     val_ds = make_dataset(splits.x_val, splits.y_val, 512)
     steps = int(train_ds.cardinality())
     with distribution_strategy(tcfg.strategy).scope():
-        model = initial_model or compile_model(cfg, steps)
+        model = compile_model(cfg, steps)
     to99 = TimeToAccuracy(0.99)
     cbs: list[keras.callbacks.Callback] = [keras.callbacks.TerminateOnNaN()]
     if tcfg.optimizer.ema is not None:  # validate (and early-stop) on the averaged weights
