@@ -1,4 +1,6 @@
 """The ensemble: the combined model's math on tiny members, and the ``ensemble`` stage at smoke size."""
+from argparse import Namespace
+
 import keras
 import mlflow
 import numpy as np
@@ -114,3 +116,38 @@ def test_run_stage_logs_ensemble_with_members_and_ensemble_reuses_runs(smoke_cfg
     assert again["member_1_test_accuracy"] == pytest.approx(out["member_1_test_accuracy"])
     weights = np.array([out["member_1_val_accuracy"], out["member_2_val_accuracy"]])
     assert again["weights"] == pytest.approx(list(weights / weights.sum()))
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_rerun_after_a_failed_member_retrains_only_that_member(smoke_cfg, store, monkeypatch, capsys):
+    """Member 2 fails (as a killed job would), so the parent run fails; the rerun reuses member 1's FINISHED run."""
+    from mnist99.stages import ensemble
+    from mnist99.training import fit
+
+    real, calls = fit.train_model, []
+
+    def second_call_fails(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("member 2 interrupted")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fit, "train_model", second_call_fails)
+    with pytest.raises(RuntimeError, match="member 2 interrupted"):
+        ensemble.run(smoke_cfg)
+    client = mlflow.MlflowClient(store)
+    exp = client.get_experiment_by_name(smoke_cfg.tracking.experiment).experiment_id
+    members = {r.info.run_name: r for r in client.search_runs([exp], "tags.`mnist99.stage` = 'train'")}
+    assert {name: r.info.status for name, r in members.items()} == {"member-1-rescnn-s1": "FINISHED",
+                                                                     "member-2-rescnn-s2": "FAILED"}
+    capsys.readouterr()
+
+    out = ensemble.run(smoke_cfg)
+    assert len(calls) == 3  # only member 2 trained again
+    assert out["member_run_ids"][0] == members["member-1-rescnn-s1"].info.run_id
+    assert f"member 1 reuses FINISHED train run {out['member_run_ids'][0]}" in capsys.readouterr().out
+    assert client.get_run(out["run_id"]).info.status == "FINISHED"
+
+    forced = ensemble.run(smoke_cfg, Namespace(force=True))  # --force: both members trained anew
+    assert len(calls) == 5 and not set(forced["member_run_ids"]) & set(out["member_run_ids"])

@@ -1,6 +1,9 @@
 """Stage ``ensemble``: train N members (nested train runs) and average them, under one parent MLflow run.
 
 Reads: MNIST (see ``prepare``); optionally finished train runs to reuse (``ensemble.members[i].run_id``).
+A member whose FINISHED train run already exists (same resolved config, data, version and git
+commit: tag ``mnist99.cache_key``) is reused, not retrained, so rerunning an interrupted ensemble
+trains only the members it had not finished; ``--force`` retrains them all.
 Writes: one nested train run per trained member, and a parent run with ``test_accuracy`` and
 ``val_accuracy`` (the ensemble's), ``member_<i>_{test,val}_accuracy``, ``best_member_test_accuracy``,
 ``ensemble_gain``, ``disagreement``, the tag ``mnist99.member_run_ids`` and the combined model as
@@ -8,14 +11,20 @@ Writes: one nested train run per trained member, and a parent run with ``test_ac
 """
 from __future__ import annotations
 
+import argparse
 import time
 from contextlib import AbstractContextManager
 
 import numpy as np
 
-from mnist99 import tracking
-from mnist99.config import Config, MemberConfig, with_overrides
+from mnist99 import resume, tracking
+from mnist99.config import Config, MemberConfig, to_yaml, with_overrides
 from mnist99.data import Splits, make_splits
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--force", action="store_true",
+                        help="retrain every member, even those with a FINISHED train run of the same config")
 
 
 def run_name(cfg: Config) -> str:
@@ -44,15 +53,29 @@ def reuse_member(run_id: str):
     return load_ensemble(f"runs:/{run_id}/model/model.keras")
 
 
-def fit_members(cfg: Config, splits: Splits) -> tuple[list, list[str]]:
-    """Train (each in a nested run) or reuse every member; returns the models and their run ids."""
+def member_key(member_cfg: Config, data_digest: str) -> str:
+    """A trained member's cache key: its resolved config, the data, the mnist99 version and git commit."""
+    return resume.job_key(f"member\n{to_yaml(member_cfg)}\n{tracking.git_commit() or ''}", data_digest)
+
+
+def fit_members(cfg: Config, splits: Splits, force: bool = False) -> tuple[list, list[str]]:
+    """Train (each in a nested run) or reuse every member; returns the models and their run ids.
+
+    Reused: the run ids the config names, and (unless ``force``) FINISHED train runs of the same
+    member key, e.g. the members an interrupted ensemble had already finished.
+    """
     from mnist99.stages.train import train_in_run
 
     models, run_ids = [], []
     for i, (member_cfg, run_id) in enumerate(member_plan(cfg), start=1):
+        key = member_key(member_cfg, splits.digest)
+        found = None if force or run_id else tracking.cached_run("train", key)
+        if found is not None:
+            run_id = found.info.run_id
+            print(f"ensemble: member {i} reuses FINISHED train run {run_id} (same config, data and code)")
         if run_id is None:
             name = f"member-{i}-{member_cfg.model.name}-s{member_cfg.seed}"
-            out = train_in_run(member_cfg, splits, nested=True, name=name)
+            out = train_in_run(member_cfg, splits, nested=True, name=name, tags={tracking.CACHE_KEY_TAG: key})
             models.append(out["model"])
             run_ids.append(out["run_id"])
         else:
@@ -98,7 +121,7 @@ def parent_run(cfg: Config) -> AbstractContextManager:
     return tracking.stage_run(cfg, "ensemble", run_name(cfg), tags=tags)
 
 
-def build_in_run(cfg: Config, splits: Splits) -> dict:
+def build_in_run(cfg: Config, splits: Splits, force: bool = False) -> dict:
     """Inside the active parent run: fit the members, combine them, score and log everything.
 
     Returns the metrics, ``member_run_ids``, ``weights``, ``seconds``, the combined ``model`` and the
@@ -109,7 +132,7 @@ def build_in_run(cfg: Config, splits: Splits) -> dict:
     start = time.perf_counter()
     tracking.log_config(cfg)
     tracking.log_dataset(splits)
-    models, run_ids = fit_members(cfg, splits)
+    models, run_ids = fit_members(cfg, splits, force)
     probs = {"val": predict_members(models, splits.x_val), "test": predict_members(models, splits.x_test)}
     labels = {"val": splits.y_val, "test": splits.y_test}
     member_val = [float(np.mean(p.argmax(axis=1) == splits.y_val)) for p in probs["val"]]
@@ -136,12 +159,12 @@ def format_table(out: dict) -> str:
     return "\n".join(lines)
 
 
-def run(cfg: Config) -> dict:
+def run(cfg: Config, args: argparse.Namespace | None = None) -> dict:
     """Train and combine the ensemble; returns its metrics, run id and member run ids (no models)."""
     tracking.setup(cfg)
     splits = make_splits(cfg.data, cfg.seed)
     with parent_run(cfg) as active:
-        out = build_in_run(cfg, splits)
+        out = build_in_run(cfg, splits, force=bool(getattr(args, "force", False)))
     out["run_id"] = active.info.run_id
     print(f"{format_table(out)}\nMLflow UI: {tracking.ui_command(cfg)}")
     out.pop("model")

@@ -129,7 +129,7 @@ def run(cfg: Config, args: argparse.Namespace | None = None) -> dict:
     else:
         with ensemble.parent_run(cfg) as active:
             tracking.set_tag(tracking.CACHE_KEY_TAG, key)
-            ens = ensemble.build_in_run(cfg, splits)
+            ens = ensemble.build_in_run(cfg, splits, force)
             evaluation = evaluate_in_run(cfg, ens, splits)
         ens["run_id"] = active.info.run_id
     print(ensemble.format_table(ens))

@@ -14,12 +14,13 @@ def run_name(cfg: Config) -> str:
     return f"train-{cfg.model.name}-{cfg.train.optimizer.name}-s{cfg.seed}"
 
 
-def train_in_run(cfg: Config, splits: Splits, nested: bool = False, name: str | None = None) -> dict:
+def train_in_run(cfg: Config, splits: Splits, nested: bool = False, name: str | None = None,
+                 tags: dict[str, str] | None = None) -> dict:
     """Train one model inside its own (possibly nested) MLflow run; returns metrics, run id and model."""
     from mnist99 import diagnostics
     from mnist99.training.fit import train_model
 
-    tags = {"mnist99.model": cfg.model.name, "mnist99.optimizer": cfg.train.optimizer.name}
+    tags = {"mnist99.model": cfg.model.name, "mnist99.optimizer": cfg.train.optimizer.name, **(tags or {})}
     ckpt = resume.checkpoint_dir(cfg, splits.digest)
     resumed = tracking.unfinished_run(resume.pending_run_id(ckpt))
     with tracking.stage_run(cfg, "train", name or run_name(cfg), tags=tags, nested=nested, run_id=resumed) as active:
