@@ -1,0 +1,60 @@
+"""TimeToAccuracy: epoch-end and within-epoch checks, on a tiny separable problem (seconds)."""
+import keras
+import numpy as np
+import pytest
+
+from mnist99.training.callbacks import TimeToAccuracy
+
+
+def separable(n=512, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    x = rng.normal(size=(n, 4)).astype("float32") + 3.0 * y[:, None]
+    return x, keras.utils.to_categorical(y, 2)
+
+
+def fit(callbacks, ema=False, epochs=3):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(optimizer=keras.optimizers.Adam(0.05, use_ema=ema, ema_momentum=0.9),
+                  loss="categorical_crossentropy", metrics=["accuracy"])
+    x, y = separable()
+    cbs = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if ema else []
+    model.fit(x, y, batch_size=32, epochs=epochs, validation_data=separable(256, 1), callbacks=cbs + callbacks,
+              verbose=0, shuffle=False)
+    return model
+
+
+def test_epoch_end_only_reports_whole_epochs():
+    to = TimeToAccuracy(0.9)
+    fit([to])
+    assert to.epoch == to.epoch_end and isinstance(to.epoch, int) and to.checks == 0
+    assert 0 < to.seconds == to.epoch_end_seconds
+
+
+def test_within_epoch_checks_find_the_target_before_the_epoch_ends():
+    to = TimeToAccuracy(0.9, validation_data=separable(256, 1), every_steps=2)
+    fit([to])
+    steps = to.epoch * 16  # 512 / 32 = 16 steps an epoch; checked every 2nd step, until reached
+    assert steps == round(steps) and steps % 2 == 0 and to.checks == steps // 2
+    assert to.epoch < to.epoch_end and 0 < to.seconds < to.epoch_end_seconds
+
+
+def test_unreachable_target_is_none():
+    to = TimeToAccuracy(1.01, validation_data=separable(256, 1), every_steps=4)
+    fit([to], epochs=1)
+    assert to.seconds is None and to.epoch is None and to.epoch_end is None and to.checks == 4
+
+
+@pytest.mark.parametrize("ema", [False, True])
+def test_checks_leave_training_unchanged(ema):
+    """The check swaps the moving average in and back out: the trained weights are the same without it."""
+    plain = fit([], ema=ema)
+    checked = fit([TimeToAccuracy(1.01, validation_data=separable(256, 1), every_steps=3)], ema=ema)
+    for a, b in zip(plain.get_weights(), checked.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_every_steps_without_data_is_refused():
+    with pytest.raises(ValueError, match="every_steps=5 needs validation_data"):
+        TimeToAccuracy(0.99, every_steps=5)
