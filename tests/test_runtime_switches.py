@@ -48,3 +48,15 @@ def test_ema_validates_on_averaged_weights(tiny_splits):
     result = train_model(cfg, tiny_splits)
     assert result.model.optimizer.use_ema
     assert np.isfinite(result.metrics["val_loss"])
+
+
+def test_gpu_config_trains_on_the_cpu_too(tiny_splits):
+    """configs/gpu.yaml (mixed precision, bigger batch, scaled lr) at tiny size: it must at least work here."""
+    from pathlib import Path
+
+    gpu = Path(__file__).resolve().parents[1] / "configs" / "gpu.yaml"
+    cfg = load_config([gpu], ["model.width=4", "model.depth=1", "train.epochs=1", "train.verbose=0",
+                              "augment.enabled=false"])
+    assert cfg.train.mixed_precision and cfg.train.batch_size == 512 and cfg.train.optimizer.lr == 0.008
+    result = train_model(cfg, tiny_splits)
+    assert np.isfinite(result.history["loss"][0]) and result.model.output.dtype == "float32"

@@ -1,0 +1,128 @@
+"""Where runs are stored: the tracking URI, the experiment, and the command that serves the store.
+
+A SQLite store in ``./mlruns`` keeps its artifacts beside the database, so the whole store is one folder.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sqlite3
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import sqlalchemy.exc
+
+from mnist99.config import Config
+from mnist99.errors import TrackingError
+
+DEFAULT_STORE = Path("mlruns")
+EXPERIMENT_DESCRIPTION = "mnist99 runs: train, ensemble, evaluate, export (one run per stage)."
+# MLflow 3's UI opens an experiment on its GenAI trace overview unless told it holds model training runs.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+def tracking_uri(cfg: Config) -> str:
+    """``tracking.uri``, else ``$MLFLOW_TRACKING_URI``, else SQLite in ``./mlruns`` (MLflow 3 has no file store by default)."""
+    if cfg.tracking.uri:
+        return cfg.tracking.uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{(DEFAULT_STORE / 'mlflow.db').resolve()}"
+
+
+def _artifact_root(uri: str) -> str | None:
+    """For a SQLite store, artifacts live beside the database so the whole store is one folder."""
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///"):]).parent.resolve().as_uri()
+    return None
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """Hold ``<store>.lock`` (an OS file lock) while a SQLite store is opened, so one process at a time
+    creates and migrates it: two stages starting at once on a new store otherwise collide in
+    MLflow's schema migration ("duplicate column name"). Later writes are serialised by SQLite itself."""
+    path = _sqlite_path(uri)
+    if path is None:
+        yield
+        return
+    try:
+        lock = open(path.with_name(path.name + ".lock"), "a")
+    except OSError as exc:
+        raise TrackingError(f"cannot open the MLflow store {uri}: {exc}") from None
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def check_store(uri: str) -> None:
+    """Open a SQLite store once with sqlite3 (creating its folder): an unusable path fails here in one
+    line, where MLflow itself retries for about 100 s and then ends in a traceback."""
+    path = _sqlite_path(uri)
+    if path is None:
+        return
+    if path.is_dir():
+        raise TrackingError(f"cannot open the MLflow store {uri}: {path} is a folder, expected a SQLite file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TrackingError(f"cannot open the MLflow store {uri}: {exc}") from None
+    try:
+        with contextlib.closing(sqlite3.connect(path, timeout=30)) as db:
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.Error as exc:
+        raise TrackingError(f"cannot open the MLflow store {uri}: {exc}") from None
+
+
+def setup(cfg: Config, experiment: str | None = None, description: str = EXPERIMENT_DESCRIPTION) -> str:
+    """Point MLflow at the store and the experiment (created with ``description`` if new); returns its id.
+
+    Raises TrackingError, one line naming the store, when it cannot be opened or written.
+    """
+    uri = tracking_uri(cfg)
+    check_store(uri)
+    with _store_lock(uri):
+        try:
+            return _use_experiment(uri, experiment or cfg.tracking.experiment, description)
+        except (mlflow.exceptions.MlflowException, sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
+            raise TrackingError(f"MLflow store {uri}: {_first_line(exc)}") from None
+
+
+def _use_experiment(uri: str, name: str, description: str) -> str:
+    mlflow.set_tracking_uri(uri)
+    tags = {"mlflow.note.content": description, **EXPERIMENT_KIND}
+    found = mlflow.get_experiment_by_name(name)
+    if found is not None:
+        for key, value in tags.items():  # stores made before these tags existed get them too
+            if key not in found.tags:
+                mlflow.MlflowClient().set_experiment_tag(found.experiment_id, key, value)
+        mlflow.set_experiment(experiment_id=found.experiment_id)
+        return found.experiment_id
+    root = _artifact_root(uri)
+    exp_id = mlflow.create_experiment(name, artifact_location=f"{root}/{name}" if root else None, tags=tags)
+    mlflow.set_experiment(experiment_id=exp_id)
+    return exp_id
+
+
+def server_argv(cfg: Config, host: str = "127.0.0.1", port: int = 5000) -> list[str]:
+    """``mlflow server`` on the stages' store and artifact root, with one worker (MLflow's 4 crowd a 2-core machine)."""
+    uri = tracking_uri(cfg)
+    argv = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
+            "--host", host, "--port", str(port), "--workers", "1"]
+    root = _artifact_root(uri)
+    return argv + ["--default-artifact-root", root] if root else argv
+
+
+def ui_command(cfg: Config) -> str:
+    """The command that opens this store in the MLflow UI (for messages)."""
+    return f"mnist99 ui --set tracking.uri={tracking_uri(cfg)}"
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
