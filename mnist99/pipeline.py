@@ -35,7 +35,10 @@ def make_dataset(
     ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))
     if training:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
+    # Training drops the last partial batch (reshuffled each epoch, so no image is left out for
+    # good): with a static batch size Keras 3.15's RandomElasticTransform works, while with an
+    # unknown one it distorts the batch's first image and pastes it over every image it picks.
+    ds = ds.batch(batch_size, drop_remainder=training and len(x) >= batch_size)
 
     def prepare(images, labels):
         images = to_model_input(images)

@@ -54,6 +54,31 @@ def test_augmentation_is_reproducible_across_processes_with_a_seed():
     assert digest(5) == digest(5) != digest(6)
 
 
+@pytest.mark.parametrize("op", AUGMENT_OPS.names())
+def test_each_op_in_tf_data_keeps_every_image_its_own(op):
+    """In tf.data no two augmented images of a batch are the same (Keras 3.15's elastic op, given an
+    unknown batch size, pasted one distorted image over half the batch)."""
+    from mnist99.pipeline import make_dataset
+
+    cfg = AugmentConfig()
+    for other in AUGMENT_OPS.names():
+        getattr(cfg, other).enabled = other == op
+    cfg.elastic.probability = 1.0
+    rng = np.random.default_rng(0)
+    x = np.zeros((40, 28, 28), np.uint8)
+    for i in range(40):  # a different bar in each image
+        r, c = rng.integers(4, 18, 2)
+        x[i, r:r + 8, c:c + 4] = 255
+    ds = make_dataset(x, np.arange(40) % 10, 16, training=True, augmenter=build_augmenter(cfg, seed=3), seed=1)
+    seen = 0
+    for images, _ in ds:
+        flat = np.asarray(images).reshape(len(images), -1)
+        gaps = np.abs(flat[:, None, :] - flat[None, :, :]).max(axis=2) + np.eye(len(flat))
+        assert gaps.min() > 0.05, f"{op}: two augmented images in one batch are the same"
+        seen += len(flat)
+    assert seen == 32  # two full batches; the partial one is dropped in training
+
+
 def test_disabled_augmentation_is_none():
     assert build_augmenter(AugmentConfig(enabled=False), 0) is None
 
