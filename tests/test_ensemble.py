@@ -151,3 +151,16 @@ def test_rerun_after_a_failed_member_retrains_only_that_member(smoke_cfg, store,
 
     forced = ensemble.run(smoke_cfg, Namespace(force=True))  # --force: both members trained anew
     assert len(calls) == 5 and not set(forced["member_run_ids"]) & set(out["member_run_ids"])
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_ensemble_reuses_a_train_run_of_the_same_config(smoke_cfg, store, capsys):
+    """``mnist99 train`` (seed 1) then ``mnist99 ensemble``: member 1 is that run, only member 2 trains."""
+    from mnist99.stages import ensemble, train
+
+    first = train.run(smoke_cfg)
+    out = ensemble.run(smoke_cfg)
+    assert out["member_run_ids"][0] == first["run_id"] and out["member_run_ids"][1] != first["run_id"]
+    assert f"member 1 reuses FINISHED train run {first['run_id']}" in capsys.readouterr().out
+    assert out["member_1_test_accuracy"] == pytest.approx(first["test_accuracy"], abs=1e-6)

@@ -2,8 +2,8 @@
 
 Reads: MNIST (see ``prepare``); optionally finished train runs to reuse (``ensemble.members[i].run_id``).
 A member whose FINISHED train run already exists (same resolved config, data, version and git
-commit: tag ``mnist99.cache_key``) is reused, not retrained, so rerunning an interrupted ensemble
-trains only the members it had not finished; ``--force`` retrains them all.
+commit: tag ``mnist99.cache_key``, see ``train.cache_key``) is reused, not retrained, so rerunning an
+interrupted ensemble trains only the members it had not finished; ``--force`` retrains them all.
 Writes: one nested train run per trained member, and a parent run with ``test_accuracy`` and
 ``val_accuracy`` (the ensemble's), ``member_<i>_{test,val}_accuracy``, ``best_member_test_accuracy``,
 ``ensemble_gain``, ``disagreement``, the tag ``mnist99.member_run_ids`` and the combined model as
@@ -17,8 +17,8 @@ from contextlib import AbstractContextManager
 
 import numpy as np
 
-from mnist99 import resume, tracking
-from mnist99.config import Config, MemberConfig, to_yaml, with_overrides
+from mnist99 import tracking
+from mnist99.config import Config, MemberConfig, with_overrides
 from mnist99.data import Splits, make_splits
 
 
@@ -53,29 +53,23 @@ def reuse_member(run_id: str):
     return load_ensemble(f"runs:/{run_id}/model/model.keras")
 
 
-def member_key(member_cfg: Config, data_digest: str) -> str:
-    """A trained member's cache key: its resolved config, the data, the mnist99 version and git commit."""
-    return resume.job_key(f"member\n{to_yaml(member_cfg)}\n{tracking.git_commit() or ''}", data_digest)
-
-
 def fit_members(cfg: Config, splits: Splits, force: bool = False) -> tuple[list, list[str]]:
     """Train (each in a nested run) or reuse every member; returns the models and their run ids.
 
     Reused: the run ids the config names, and (unless ``force``) FINISHED train runs of the same
     member key, e.g. the members an interrupted ensemble had already finished.
     """
-    from mnist99.stages.train import train_in_run
+    from mnist99.stages.train import cache_key, train_in_run
 
     models, run_ids = [], []
     for i, (member_cfg, run_id) in enumerate(member_plan(cfg), start=1):
-        key = member_key(member_cfg, splits.digest)
-        found = None if force or run_id else tracking.cached_run("train", key)
+        found = None if force or run_id else tracking.cached_run("train", cache_key(member_cfg, splits.digest))
         if found is not None:
             run_id = found.info.run_id
             print(f"ensemble: member {i} reuses FINISHED train run {run_id} (same config, data and code)")
         if run_id is None:
             name = f"member-{i}-{member_cfg.model.name}-s{member_cfg.seed}"
-            out = train_in_run(member_cfg, splits, nested=True, name=name, tags={tracking.CACHE_KEY_TAG: key})
+            out = train_in_run(member_cfg, splits, nested=True, name=name)
             models.append(out["model"])
             run_ids.append(out["run_id"])
         else:
