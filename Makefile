@@ -16,7 +16,7 @@ $(BIN)/mnist99: setup.cfg pyproject.toml
 
 setup: $(BIN)/mnist99
 
-## The main job: prepare -> 3-model ensemble -> evaluate -> export (falls back to train until `run` exists)
+## The main job: prepare -> 3-model ensemble -> evaluate -> export (`make run CONFIG=configs/smoke.yaml`: in a minute)
 run: setup
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/mnist99 run -c $(CONFIG)
 
