@@ -39,9 +39,12 @@ def smoke_pipeline(cfg) -> dict:
 
     out = {"train": [train.run(with_overrides(cfg, {"seed": seed})) for seed in (1, 2, 3)]}
     if importlib.util.find_spec("mnist99.stages.ensemble") is not None:
+        from argparse import Namespace
+
         from mnist99.stages import ensemble
 
-        out["ensemble"] = ensemble.run(cfg)
+        # --force: train the members as nested runs (otherwise it reuses the three train runs above).
+        out["ensemble"] = ensemble.run(cfg, Namespace(force=True))
     return out
 
 
