@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import subprocess
 import tempfile
 import time
@@ -17,7 +18,13 @@ from mnist99 import __version__
 from mnist99.config import Config, flatten, to_yaml
 
 
+@functools.cache
 def git_commit() -> str | None:
+    """The commit of the code this process runs (None outside a git checkout).
+
+    Asked once per process: every stage run's tags and every cache key (one per stage and per
+    ensemble member, looked up and then tagged) use it, and each ask would be a ``git`` subprocess.
+    """
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
                              cwd=Path(__file__).resolve().parent)
