@@ -17,16 +17,15 @@ import platform
 import time
 
 import numpy as np
-import tensorflow as tf
 
-from mnist99 import tracking
 from mnist99.config import load_config
 from mnist99.data.sources import load_mnist
-from mnist99.inference import load_ensemble
 
 
 def call_paths(model) -> dict:
     """Name -> function from a uint8 batch to numpy probabilities (the numpy copy waits for the result)."""
+    import tensorflow as tf  # here, so that benchmarks/gpu.py can reuse the timers on a backend without it
+
     compiled = tf.function(lambda x: model(x, training=False),
                            input_signature=[tf.TensorSpec([None, 28, 28], tf.uint8)])
     return {"eager": lambda x: np.asarray(model(x, training=False)),
@@ -67,6 +66,11 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=200, help="timed single-image calls per path")
     parser.add_argument("--warmup", type=int, default=5)
     args = parser.parse_args()
+
+    import tensorflow as tf
+
+    from mnist99 import tracking
+    from mnist99.inference import load_ensemble
 
     cfg = load_config()
     if ":/" in args.model:

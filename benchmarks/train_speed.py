@@ -26,9 +26,7 @@ import psutil
 
 from mnist99.config import load_config
 from mnist99.data import make_splits
-from mnist99.pipeline import to_model_input
 from mnist99.training.callbacks import TimeToAccuracy
-from mnist99.training.fit import train_model
 
 
 class PeakRss:
@@ -98,6 +96,9 @@ def main() -> None:
     parser.add_argument("--check-every", type=int, default=100, metavar="STEPS",
                         help="also check validation accuracy every STEPS training steps (0: only at epoch ends)")
     args = parser.parse_args()
+    from mnist99.pipeline import to_model_input  # TensorFlow: imported here so benchmarks/gpu.py can reuse
+    from mnist99.training.fit import train_model  # this module's helpers on a backend without it
+
     cfg = load_config(args.config, args.overrides + ["train.verbose=2"])
     splits = make_splits(cfg.data, cfg.seed)
     machine = f"{platform.processor() or platform.machine()}, {psutil.cpu_count()} cores"

@@ -45,7 +45,7 @@ ActivationName = Annotated[str, AfterValidator(_registered("activation", "mnist9
 InitializerName = Annotated[str, AfterValidator(_registered("initializer", "mnist99.models.layers:INITIALIZERS"))]
 OptimizerName = Annotated[str, AfterValidator(_registered("optimizer", "mnist99.training.optimizers:OPTIMIZERS"))]
 ScheduleName = Annotated[str, AfterValidator(_registered("schedule", "mnist99.training.optimizers:SCHEDULES"))]
-TunerName = Annotated[str, AfterValidator(_registered("tuner", "mnist99.tuning.search:TUNERS"))]
+TunerName = Annotated[str, AfterValidator(_registered("tuner", "mnist99.tuning.tuners:TUNERS"))]
 
 
 class Section(BaseModel):

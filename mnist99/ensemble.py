@@ -1,4 +1,6 @@
-"""Combining trained members into one Keras model: raw uint8 digits in, averaged probabilities out.
+"""The ensemble's math: which members to train, one Keras model that averages them, and their scores.
+
+No tracking and no TensorFlow here, so any Keras backend can use it (``benchmarks/gpu.py`` does, on JAX).
 
 The combined model is built from stock Keras layers only (Rescaling, Reshape, Add), so it loads under
 Keras safe mode in any process, including ``mlflow models serve``, without importing mnist99.
@@ -9,6 +11,8 @@ from collections.abc import Sequence
 
 import keras
 import numpy as np
+
+from mnist99.config import Config, MemberConfig, with_overrides
 
 IMAGE_SHAPE = (28, 28)
 
@@ -71,3 +75,38 @@ def as_ensemble(model: keras.Model) -> keras.Model:
 def members_of(ensemble: keras.Model) -> list[keras.Model]:
     """The member models inside a model built by :func:`combine` (e.g. after reloading it)."""
     return [layer for layer in ensemble.layers if layer.name.startswith("member_") and isinstance(layer, keras.Model)]
+
+
+def member_plan(cfg: Config) -> list[tuple[Config, str | None]]:
+    """Each member's config and the train run it reuses (None: train it).
+
+    ``ensemble.members`` gives seeds and dotted overrides; without it, the members are the base
+    config with seeds ``seed, seed+1, ...``. A member without a seed gets ``seed + its index``.
+    """
+    specs = cfg.ensemble.members or [MemberConfig() for _ in range(cfg.ensemble.size)]
+    plan = []
+    for i, spec in enumerate(specs):
+        seed = cfg.seed + i if spec.seed is None else spec.seed
+        plan.append((with_overrides(cfg, {**spec.overrides, "seed": seed}), spec.run_id))
+    return plan
+
+
+def disagreement(probabilities: list[np.ndarray]) -> float:
+    """The fraction of images on which the members' predicted digits are not all the same."""
+    votes = np.stack([p.argmax(axis=1) for p in probabilities])
+    return float(np.mean((votes != votes[0]).any(axis=0)))
+
+
+def score(probabilities: dict[str, list[np.ndarray]], labels: dict[str, np.ndarray], weights: list[float]) -> dict:
+    """Members' and ensemble's accuracy per split (``val``, ``test``), the gain over the best member, disagreement."""
+    metrics: dict[str, float] = {}
+    for split, probs in probabilities.items():
+        members = [float(np.mean(p.argmax(axis=1) == labels[split])) for p in probs]
+        metrics[f"{split}_accuracy"] = float(np.mean(average(probs, weights).argmax(axis=1) == labels[split]))
+        metrics.update({f"member_{i}_{split}_accuracy": acc for i, acc in enumerate(members, start=1)})
+        metrics[f"best_member_{split}_accuracy"] = max(members)
+    metrics["ensemble_gain"] = metrics["test_accuracy"] - metrics["best_member_test_accuracy"]
+    metrics["val_ensemble_gain"] = metrics["val_accuracy"] - metrics["best_member_val_accuracy"]
+    metrics["disagreement"] = disagreement(probabilities["test"])
+    metrics["val_disagreement"] = disagreement(probabilities["val"])
+    return metrics

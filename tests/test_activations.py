@@ -19,7 +19,7 @@ def tiny(model: str, act: str, *extra: str):
 @pytest.mark.parametrize("model", MODELS_WITH_ACTIVATIONS)
 @pytest.mark.parametrize("act", ACTIVATIONS.names())
 def test_every_activation_builds_every_model_and_trains_a_step(model, act):
-    from mnist99.training.fit import compile_model
+    from mnist99.training.recipe import compile_model
 
     net = compile_model(tiny(model, act), steps_per_epoch=1)
     net.run_eagerly = True  # a single step: tracing a tf.function would cost more than the step

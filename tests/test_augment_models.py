@@ -85,7 +85,7 @@ def test_disabled_augmentation_is_none():
 
 @pytest.mark.parametrize("name", MODELS.names())
 def test_each_model_builds_and_takes_a_training_step(name):
-    from mnist99.training.fit import compile_model
+    from mnist99.training.recipe import compile_model
 
     cfg = load_config([], [f"model.name={name}", "model.width=8", "model.depth=2"])
     model = compile_model(cfg, steps_per_epoch=1)

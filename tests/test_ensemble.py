@@ -63,7 +63,7 @@ def test_bad_weights_are_refused(weights):
 
 
 def test_scores_gain_and_disagreement():
-    from mnist99.stages.ensemble import disagreement, score
+    from mnist99.ensemble import disagreement, score
 
     eye = np.eye(10)
     labels = np.array([0, 1, 2, 3])

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from mnist99.config import load_config
-from mnist99.training.fit import distribution_strategy, resolve_jit, train_model
+from mnist99.training.fit import distribution_strategy, train_model
+from mnist99.training.recipe import resolve_jit
 
 
 @pytest.fixture(autouse=True)

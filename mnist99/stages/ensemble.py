@@ -18,8 +18,9 @@ from contextlib import AbstractContextManager
 import numpy as np
 
 from mnist99 import tracking
-from mnist99.config import Config, MemberConfig, with_overrides
+from mnist99.config import Config
 from mnist99.data import Splits, make_splits
+from mnist99.ensemble import member_plan, score
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,20 +30,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_name(cfg: Config) -> str:
     return f"ensemble-{cfg.ensemble.size}x-{cfg.model.name}"
-
-
-def member_plan(cfg: Config) -> list[tuple[Config, str | None]]:
-    """Each member's config and the train run it reuses (None: train it).
-
-    ``ensemble.members`` gives seeds and dotted overrides; without it, the members are the base
-    config with seeds ``seed, seed+1, ...``. A member without a seed gets ``seed + its index``.
-    """
-    specs = cfg.ensemble.members or [MemberConfig() for _ in range(cfg.ensemble.size)]
-    plan = []
-    for i, spec in enumerate(specs):
-        seed = cfg.seed + i if spec.seed is None else spec.seed
-        plan.append((with_overrides(cfg, {**spec.overrides, "seed": seed}), spec.run_id))
-    return plan
 
 
 def reuse_member(run_id: str):
@@ -84,29 +71,6 @@ def predict_members(models: list, images: np.ndarray) -> list[np.ndarray]:
 
     inputs = to_model_input(images)
     return [np.asarray(m.predict(inputs, batch_size=512, verbose=0)) for m in models]
-
-
-def disagreement(probabilities: list[np.ndarray]) -> float:
-    """The fraction of images on which the members' predicted digits are not all the same."""
-    votes = np.stack([p.argmax(axis=1) for p in probabilities])
-    return float(np.mean((votes != votes[0]).any(axis=0)))
-
-
-def score(probabilities: dict[str, list[np.ndarray]], labels: dict[str, np.ndarray], weights: list[float]) -> dict:
-    """Members' and ensemble's accuracy per split (``val``, ``test``), the gain over the best member, disagreement."""
-    from mnist99.ensemble import average
-
-    metrics: dict[str, float] = {}
-    for split, probs in probabilities.items():
-        members = [float(np.mean(p.argmax(axis=1) == labels[split])) for p in probs]
-        metrics[f"{split}_accuracy"] = float(np.mean(average(probs, weights).argmax(axis=1) == labels[split]))
-        metrics.update({f"member_{i}_{split}_accuracy": acc for i, acc in enumerate(members, start=1)})
-        metrics[f"best_member_{split}_accuracy"] = max(members)
-    metrics["ensemble_gain"] = metrics["test_accuracy"] - metrics["best_member_test_accuracy"]
-    metrics["val_ensemble_gain"] = metrics["val_accuracy"] - metrics["best_member_val_accuracy"]
-    metrics["disagreement"] = disagreement(probabilities["test"])
-    metrics["val_disagreement"] = disagreement(probabilities["val"])
-    return metrics
 
 
 def parent_run(cfg: Config) -> AbstractContextManager:

@@ -11,10 +11,9 @@ import tensorflow as tf
 from mnist99.augment import build_augmenter
 from mnist99.config import Config
 from mnist99.data import Splits
-from mnist99.models import build_model
 from mnist99.pipeline import make_dataset
 from mnist99.training.callbacks import TimeToAccuracy
-from mnist99.training.optimizers import build_optimizer
+from mnist99.training.recipe import compile_model, standard_callbacks
 
 
 @dataclass
@@ -32,31 +31,12 @@ def configure_runtime(cfg: Config) -> None:
     keras.mixed_precision.set_global_policy("mixed_float16" if cfg.train.mixed_precision else "float32")
 
 
-def resolve_jit(setting: str | bool) -> bool:
-    """``auto`` means XLA on a GPU only: on CPU, XLA made our convnets up to 7x slower (measured)."""
-    if setting == "auto":
-        return bool(tf.config.list_physical_devices("GPU"))
-    return bool(setting)
-
-
 def distribution_strategy(setting: str) -> tf.distribute.Strategy:
     """MirroredStrategy when asked, or on ``auto`` when several GPUs are visible; else the default."""
     gpus = tf.config.list_physical_devices("GPU")
     if setting == "mirrored" or (setting == "auto" and len(gpus) > 1):
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
-
-
-def compile_model(cfg: Config, steps_per_epoch: int) -> keras.Model:
-    """Build and compile the configured model: one-hot labels, label-smoothed cross-entropy."""
-    model = build_model(cfg.model)
-    model.compile(
-        optimizer=build_optimizer(cfg.train.optimizer, cfg.train.schedule, steps_per_epoch, cfg.train.epochs),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.train.label_smoothing),
-        metrics=["accuracy"],
-        jit_compile=resolve_jit(cfg.train.jit_compile),
-    )
-    return model
 
 
 def train_model(cfg: Config, splits: Splits, callbacks: list[keras.callbacks.Callback] | None = None,
@@ -76,14 +56,7 @@ def train_model(cfg: Config, splits: Splits, callbacks: list[keras.callbacks.Cal
     with distribution_strategy(tcfg.strategy).scope():
         model = compile_model(cfg, steps)
     to99 = TimeToAccuracy(0.99)
-    cbs: list[keras.callbacks.Callback] = [keras.callbacks.TerminateOnNaN()]
-    if tcfg.optimizer.ema is not None:  # validate (and early-stop) on the averaged weights
-        cbs.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
-    cbs.append(to99)
-    if tcfg.early_stopping.enabled:
-        cbs.append(keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=tcfg.early_stopping.patience, min_delta=tcfg.early_stopping.min_delta,
-            restore_best_weights=True))
+    cbs = standard_callbacks(cfg, to99)
     cbs += callbacks or []
     if backup_dir is not None:  # last, so an epoch is logged before it counts as done
         cbs.append(keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=True))

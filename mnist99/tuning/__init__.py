@@ -1,18 +1,20 @@
-"""Hyperparameter search with KerasTuner over the ordinary Config (stage ``tune``)."""
-from mnist99.tuning.search import (
-           OBJECTIVE,
-           TUNERS,
-           ConfigHyperModel,
-           distributed_env,
-           make_tuner,
-)
-from mnist99.tuning.space import (
-           best_overrides,
-           check_space,
-           overrides_yaml,
-           project_name,
-           trial_config,
-)
+"""Hyperparameter search with KerasTuner over the ordinary Config (stage ``tune``).
 
-__all__ = ["OBJECTIVE", "TUNERS", "ConfigHyperModel", "best_overrides", "check_space", "distributed_env",
-           "make_tuner", "overrides_yaml", "project_name", "trial_config"]
+The names below resolve on first use (PEP 562): validating any config imports this package (for
+``tuning.tuners``), and that must not load KerasTuner or TensorFlow.
+"""
+import importlib
+
+_HOME = {
+    "OBJECTIVE": "search", "ConfigHyperModel": "search", "distributed_env": "search", "make_tuner": "search",
+    "TUNERS": "tuners",
+    "best_overrides": "space", "check_space": "space", "overrides_yaml": "space", "project_name": "space",
+    "trial_config": "space",
+}
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str):
+    if name not in _HOME:
+        raise AttributeError(f"module 'mnist99.tuning' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"mnist99.tuning.{_HOME[name]}"), name)

@@ -11,17 +11,17 @@ import keras
 import keras_tuner
 
 from mnist99.augment import build_augmenter
-from mnist99.config import Config, TuneConfig
+from mnist99.config import Config
 from mnist99.data import Splits
 from mnist99.errors import ConfigError
 from mnist99.pipeline import make_dataset
-from mnist99.registry import Registry
-from mnist99.training.fit import compile_model, configure_runtime
+from mnist99.training.fit import configure_runtime
+from mnist99.training.recipe import compile_model
 from mnist99.tuning.space import project_name, trial_config
+from mnist99.tuning.tuners import TUNERS
 
 # Chosen on validation data only: the test set stays for reporting the model trained afterwards.
 OBJECTIVE = keras_tuner.Objective("val_accuracy", direction="max")
-TUNERS: Registry = Registry("tuner")
 
 
 class ConfigHyperModel(keras_tuner.HyperModel):
@@ -57,22 +57,6 @@ class ConfigHyperModel(keras_tuner.HyperModel):
         return model.fit(train_ds, validation_data=val_ds, epochs=epochs or cfg.train.epochs,
                          initial_epoch=initial_epoch, callbacks=cbs + list(callbacks or []),
                          verbose=cfg.train.verbose, shuffle=False)  # tf.data shuffles
-
-
-@TUNERS.register("hyperband")
-def _hyperband(tune: TuneConfig) -> tuple[type, dict[str, Any]]:
-    return keras_tuner.Hyperband, {"max_epochs": tune.max_epochs, "factor": tune.factor,
-                                   "hyperband_iterations": tune.hyperband_iterations}
-
-
-@TUNERS.register("bayesian")
-def _bayesian(tune: TuneConfig) -> tuple[type, dict[str, Any]]:
-    return keras_tuner.BayesianOptimization, {"max_trials": tune.max_trials}
-
-
-@TUNERS.register("random")
-def _random(tune: TuneConfig) -> tuple[type, dict[str, Any]]:
-    return keras_tuner.RandomSearch, {"max_trials": tune.max_trials}
 
 
 def make_tuner(cfg: Config, hypermodel: keras_tuner.HyperModel, hooks: type | None = None,

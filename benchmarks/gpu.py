@@ -1,0 +1,142 @@
+"""The GPU path, measured: the baseline and one model's time to 99%, the 3-member ensemble, its inference.
+
+    KERAS_BACKEND=jax MNIST99_DATA=../shared/data/mnist python benchmarks/gpu.py \\
+        -c configs/default.yaml -c configs/gpu.yaml [--set k=v] [--out results.jsonl]
+
+Why a script beside ``train_speed.py`` and ``inference.py``: the GPU machines lent to this project
+carry JAX but no TensorFlow (whose CUDA wheels, gigabytes, cannot be carried there). So this runs
+mnist99's recipe -- the same config, split, model, optimiser and schedule, callbacks, augmentation
+layers and ensemble math -- on whichever Keras backend is active. Two things differ from ``mnist99
+run``: the data are fed as arrays and augmented *inside* the compiled train step (on the device),
+not in ``tf.data``; and nothing is logged to MLflow, evaluated in depth or exported. Every clock
+includes the XLA compilation of each model (``--compile-cache`` lets a second process reuse it, and
+says so in every line). Runs on a CPU too, slowly (a test runs it at smoke size).
+
+Prints one JSON line per result (and appends it to ``--out``): ``baseline`` and ``member_<i>``
+(seconds to 99% validation accuracy, test accuracy, images/s), ``ensemble`` (members' and ensemble's
+val/test accuracy, gain, disagreement, wall seconds) and ``inference`` (images/s at batch 256, p50/p95
+latency for one image). Not a test: timings are reported (README, issue notes), never asserted.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import keras
+import numpy as np
+from inference import latency, throughput
+from train_speed import baseline, time_to_99, timing
+
+from mnist99.augment import build_augmenter
+from mnist99.config import Config, load_config
+from mnist99.data import make_splits
+from mnist99.ensemble import combine, member_plan, score
+from mnist99.models import build_model
+from mnist99.training.recipe import compile_model, standard_callbacks
+
+
+def device() -> str:
+    """The accelerator Keras computes on, in words (the JAX device kind, e.g. 'NVIDIA H200')."""
+    if keras.config.backend() == "jax":
+        import jax
+
+        return jax.devices()[0].device_kind
+    if keras.config.backend() == "tensorflow":
+        from mnist99.tracking import device_name
+
+        return device_name()
+    return keras.config.backend()
+
+
+def as_input(images: np.ndarray) -> np.ndarray:
+    """uint8 (N, 28, 28) -> float32 (N, 28, 28, 1) in [0, 1], as :func:`mnist99.pipeline.to_model_input`."""
+    return (images.astype("float32") / 255.0)[..., None]
+
+
+def train_member(cfg: Config, data: dict, every_steps: int) -> tuple[keras.Model, dict]:
+    """Train one member with augmentation in front of the net, in the same compiled step."""
+    keras.utils.set_random_seed(cfg.seed)
+    keras.mixed_precision.set_global_policy("float32")  # augmentation resamples images in float32
+    augmenter = build_augmenter(cfg.augment, cfg.seed)
+    if augmenter is not None and keras.config.backend() == "jax":
+        # Keras marks its random affine layers un-jittable for TensorFlow's sake (no XLA kernel for
+        # ImageProjectiveTransform) and would then run the whole JAX step eagerly; their JAX ops compile.
+        for layer in augmenter.layers:
+            layer.supports_jit = True
+    keras.mixed_precision.set_global_policy("mixed_float16" if cfg.train.mixed_precision else "float32")
+    net = build_model(cfg.model)
+    inputs = keras.Input((28, 28, 1))
+    trainer = keras.Model(inputs, net(augmenter(inputs) if augmenter is not None else inputs), name="trainer")
+    x, y = data["x_train"], data["y_train"]
+    compile_model(cfg, len(x) // cfg.train.batch_size + 1, jit_compile=True, model=trainer)
+    to99 = time_to_99(data["x_val"], data["y_val"], every_steps)
+    start = time.perf_counter()
+    history = trainer.fit(x, y, batch_size=cfg.train.batch_size, epochs=cfg.train.epochs, shuffle=True,
+                          validation_data=(data["x_val"], data["y_val"]), callbacks=standard_callbacks(cfg, to99),
+                          verbose=cfg.train.verbose)
+    seconds = time.perf_counter() - start
+    epochs = len(history.epoch)
+    return net, {**timing(to99), "train_seconds": seconds, "epochs_run": epochs,
+                 "train_images_per_second": len(x) * epochs / seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-c", "--config", action="append", default=[])
+    parser.add_argument("--set", action="append", default=[], dest="overrides")
+    parser.add_argument("--baseline-epochs", type=int, default=15)
+    parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--check-every", type=int, default=20, metavar="STEPS",
+                        help="also check validation accuracy every STEPS training steps (0: only at epoch ends)")
+    parser.add_argument("--out", help="also append each JSON line to this file")
+    parser.add_argument("--compile-cache", metavar="DIR",
+                        help="JAX only: keep compiled XLA programs in DIR across processes (a rerun skips compiling)")
+    args = parser.parse_args()
+    cfg = load_config(args.config, args.overrides)
+    if args.compile_cache:
+        import jax
+
+        jax.config.update("jax_compilation_cache_dir", args.compile_cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    where = {"device": device(), "backend": keras.config.backend(), "keras": keras.__version__,
+             "compile_cache": args.compile_cache}
+
+    def report(name: str, result: dict) -> None:
+        line = json.dumps({"result": name, **result, **where})
+        print(line, flush=True)
+        if args.out:
+            with open(args.out, "a") as out:
+                out.write(line + "\n")
+
+    start = time.perf_counter()
+    splits = make_splits(cfg.data, cfg.seed)
+    onehot = lambda labels: keras.utils.to_categorical(labels, 10)  # noqa: E731
+    data = {"x_train": as_input(splits.x_train), "y_train": onehot(splits.y_train),
+            "x_val": as_input(splits.x_val), "y_val": onehot(splits.y_val)}
+    if not args.skip_baseline:
+        keras.utils.set_random_seed(cfg.seed)
+        report("baseline", baseline(np.concatenate([splits.x_train, splits.x_val]),
+                                    np.concatenate([splits.y_train, splits.y_val]),
+                                    splits.x_test, splits.y_test, args.baseline_epochs, args.check_every))
+        start = time.perf_counter()  # the ensemble's wall clock starts after the baseline
+    nets, probs = [], {"val": [], "test": []}
+    for i, (member_cfg, run_id) in enumerate(member_plan(cfg), start=1):
+        if run_id is not None:
+            raise SystemExit(f"benchmarks/gpu.py trains every member; member {i} names run {run_id!r}")
+        net, result = train_member(member_cfg, data, args.check_every)
+        nets.append(net)
+        for split, images in (("val", splits.x_val), ("test", splits.x_test)):
+            probs[split].append(np.asarray(net.predict(as_input(images), batch_size=1024, verbose=0)))
+        accuracy = float(np.mean(probs["test"][-1].argmax(axis=1) == splits.y_test))
+        report(f"member_{i}", {**result, "test_accuracy": accuracy, "seed": member_cfg.seed})
+    metrics = score(probs, {"val": splits.y_val, "test": splits.y_test}, None)
+    report("ensemble", {**metrics, "members": len(nets), "wall_seconds": time.perf_counter() - start})
+    ensemble = combine(nets)
+    images = splits.x_test
+    report("inference", {"batch": 256, **throughput(ensemble.predict_on_batch, images, 256, 50, 5),
+                         **latency(ensemble.predict_on_batch, images, 200, 5)})
+
+
+if __name__ == "__main__":
+    main()

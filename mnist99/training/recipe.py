@@ -1,0 +1,61 @@
+"""What one model is trained with: its compiled loss and optimiser, and the stock callbacks.
+
+Kept free of TensorFlow so that every Keras backend trains the same recipe: :mod:`mnist99.training.fit`
+(TensorFlow, ``tf.data``) and ``benchmarks/gpu.py`` (JAX on a lent GPU) both build from here.
+"""
+from __future__ import annotations
+
+import keras
+
+from mnist99.config import Config
+from mnist99.models import build_model
+from mnist99.training.optimizers import build_optimizer
+
+
+def resolve_jit(setting: str | bool) -> bool | str:
+    """``auto`` under TensorFlow means XLA on a GPU only: on CPU, XLA made our convnets up to 7x slower
+    (measured). Other backends keep Keras' own ``auto`` (JAX always compiles)."""
+    if setting != "auto":
+        return bool(setting)
+    if keras.config.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    return "auto"
+
+
+def compile_model(cfg: Config, steps_per_epoch: int, jit_compile: bool | str | None = None,
+                  model: keras.Model | None = None) -> keras.Model:
+    """Compile ``model`` (default: the configured one, built here) for training: one-hot labels,
+    label-smoothed cross-entropy, the configured optimiser and schedule, accuracy.
+
+    ``jit_compile`` None follows ``cfg.train.jit_compile`` (see :func:`resolve_jit`). A caller
+    passes ``model`` to train a wrapper around the configured net, e.g. augmentation layers in
+    front of it on a backend without ``tf.data``.
+    """
+    model = build_model(cfg.model) if model is None else model
+    model.compile(
+        optimizer=build_optimizer(cfg.train.optimizer, cfg.train.schedule, steps_per_epoch, cfg.train.epochs),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.train.label_smoothing),
+        metrics=["accuracy"],
+        jit_compile=resolve_jit(cfg.train.jit_compile) if jit_compile is None else jit_compile,
+    )
+    return model
+
+
+def standard_callbacks(cfg: Config, *extra: keras.callbacks.Callback) -> list[keras.callbacks.Callback]:
+    """NaN guard, EMA swap, ``extra`` (e.g. timers), then early stopping on ``val_loss``, in that order.
+
+    With an EMA the averaged weights are swapped in for each epoch's validation, so early stopping
+    and every ``extra`` callback's epoch-end logs judge the weights that are kept.
+    """
+    tcfg = cfg.train
+    cbs: list[keras.callbacks.Callback] = [keras.callbacks.TerminateOnNaN()]
+    if tcfg.optimizer.ema is not None:
+        cbs.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+    cbs += extra
+    if tcfg.early_stopping.enabled:
+        cbs.append(keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=tcfg.early_stopping.patience, min_delta=tcfg.early_stopping.min_delta,
+            restore_best_weights=True))
+    return cbs
