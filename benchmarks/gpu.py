@@ -33,7 +33,7 @@ from mnist99.config import Config, load_config
 from mnist99.data import make_splits
 from mnist99.ensemble import combine, member_plan, score
 from mnist99.models import build_model
-from mnist99.training.recipe import compile_model, standard_callbacks
+from mnist99.training.recipe import compile_model, precision_policy, standard_callbacks
 
 
 def device() -> str:
@@ -64,7 +64,7 @@ def train_member(cfg: Config, data: dict, every_steps: int) -> tuple[keras.Model
         # ImageProjectiveTransform) and would then run the whole JAX step eagerly; their JAX ops compile.
         for layer in augmenter.layers:
             layer.supports_jit = True
-    keras.mixed_precision.set_global_policy("mixed_float16" if cfg.train.mixed_precision else "float32")
+    keras.mixed_precision.set_global_policy(precision_policy(cfg.train.mixed_precision))
     net = build_model(cfg.model)
     inputs = keras.Input((28, 28, 1))
     trainer = keras.Model(inputs, net(augmenter(inputs) if augmenter is not None else inputs), name="trainer")

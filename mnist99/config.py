@@ -144,7 +144,9 @@ class TrainConfig(Section):
     schedule: ScheduleConfig = ScheduleConfig()
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
     deterministic: bool = False  # TF op determinism: reproducible bits, slower
-    mixed_precision: bool = False  # mixed_float16; worth it on a GPU only
+    # true: mixed_float16 (GPUs); bfloat16: mixed_bfloat16 (CPUs with AVX512-BF16/AMX, measured +11-17%
+    # training images/s on this project's CPU); the softmax stays float32 either way
+    mixed_precision: bool | Literal["bfloat16"] = False
     jit_compile: Literal["auto"] | bool = "auto"  # auto: XLA on GPU only (slower on CPU, measured)
     strategy: Literal["auto", "mirrored", "none"] = "auto"
     verbose: int = Field(2, ge=0, le=2)  # keras fit verbosity

@@ -16,6 +16,7 @@ def restore_policy():
 
 @pytest.mark.parametrize("mixed, jit", [
     (True, False),
+    ("bfloat16", False),
     pytest.param(False, True, marks=pytest.mark.slow),  # XLA compiles slowly on CPU
     pytest.param(True, True, marks=pytest.mark.slow),
 ])
@@ -27,7 +28,8 @@ def test_mixed_precision_and_xla_train_a_step(tiny_splits, mixed, jit):
     assert np.isfinite(result.history["loss"][0])
     assert result.model.output.dtype == "float32"  # softmax stays float32 under mixed_float16
     if mixed:
-        assert any(layer.compute_dtype == "float16" for layer in result.model.layers)
+        half = "bfloat16" if mixed == "bfloat16" else "float16"
+        assert any(layer.compute_dtype == half for layer in result.model.layers)
     probs = result.model.predict(tiny_splits.x_val[:4, ..., None] / 255.0, verbose=0)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-3)
 

@@ -13,7 +13,7 @@ from mnist99.config import Config
 from mnist99.data import Splits
 from mnist99.pipeline import make_dataset
 from mnist99.training.callbacks import TimeToAccuracy
-from mnist99.training.recipe import compile_model, standard_callbacks
+from mnist99.training.recipe import compile_model, precision_policy, standard_callbacks
 
 
 @dataclass
@@ -28,7 +28,7 @@ def configure_runtime(cfg: Config) -> None:
     keras.utils.set_random_seed(cfg.seed)
     if cfg.train.deterministic:
         tf.config.experimental.enable_op_determinism()
-    keras.mixed_precision.set_global_policy("mixed_float16" if cfg.train.mixed_precision else "float32")
+    keras.mixed_precision.set_global_policy(precision_policy(cfg.train.mixed_precision))
 
 
 def distribution_strategy(setting: str) -> tf.distribute.Strategy:

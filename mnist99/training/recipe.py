@@ -12,6 +12,11 @@ from mnist99.models import build_model
 from mnist99.training.optimizers import build_optimizer
 
 
+def precision_policy(setting: bool | str) -> str:
+    """The Keras dtype policy for ``train.mixed_precision``: false, true (float16) or ``bfloat16``."""
+    return {False: "float32", True: "mixed_float16", "bfloat16": "mixed_bfloat16"}[setting]
+
+
 def resolve_jit(setting: str | bool) -> bool | str:
     """``auto`` under TensorFlow means XLA on a GPU only: on CPU, XLA made our convnets up to 7x slower
     (measured). Other backends keep Keras' own ``auto`` (JAX always compiles)."""
