@@ -19,14 +19,13 @@ latency for one image). Not a test: timings are reported (README, issue notes), 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
 
 import keras
 import numpy as np
 from inference import latency, throughput
-from train_speed import baseline, time_to_99, timing
+from train_speed import baseline, speed_arguments, time_to_99, timing
 
 from mnist99.augment import build_augmenter
 from mnist99.config import Config, load_config
@@ -82,13 +81,7 @@ def train_member(cfg: Config, data: dict, every_steps: int) -> tuple[keras.Model
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-c", "--config", action="append", default=[])
-    parser.add_argument("--set", action="append", default=[], dest="overrides")
-    parser.add_argument("--baseline-epochs", type=int, default=15)
-    parser.add_argument("--skip-baseline", action="store_true")
-    parser.add_argument("--check-every", type=int, default=20, metavar="STEPS",
-                        help="also check validation accuracy every STEPS training steps (0: only at epoch ends)")
+    parser = speed_arguments(__doc__.splitlines()[0], check_every=20)  # 20 steps of 512: 10,240 images
     parser.add_argument("--out", help="also append each JSON line to this file")
     parser.add_argument("--compile-cache", metavar="DIR",
                         help="JAX only: keep compiled XLA programs in DIR across processes (a rerun skips compiling)")

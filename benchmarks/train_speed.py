@@ -87,15 +87,20 @@ def baseline(x_train, y_train, x_test, y_test, epochs: int, every_steps: int) ->
             "train_images_per_second": cut * epochs / seconds}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def speed_arguments(description: str, check_every: int) -> argparse.ArgumentParser:
+    """The options this script and ``benchmarks/gpu.py`` share: configs, overrides, baseline, check interval."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("-c", "--config", action="append", default=[])
     parser.add_argument("--set", action="append", default=[], dest="overrides")
     parser.add_argument("--baseline-epochs", type=int, default=15)
     parser.add_argument("--skip-baseline", action="store_true")
-    parser.add_argument("--check-every", type=int, default=100, metavar="STEPS",
+    parser.add_argument("--check-every", type=int, default=check_every, metavar="STEPS",
                         help="also check validation accuracy every STEPS training steps (0: only at epoch ends)")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = speed_arguments(__doc__.splitlines()[0], check_every=100).parse_args()
     from mnist99.pipeline import to_model_input  # TensorFlow: imported here so benchmarks/gpu.py can reuse
     from mnist99.training.fit import train_model  # this module's helpers on a backend without it
 
