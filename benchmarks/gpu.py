@@ -20,6 +20,7 @@ latency for one image). Not a test: timings are reported (README, issue notes), 
 from __future__ import annotations
 
 import json
+import math
 import time
 
 import keras
@@ -68,7 +69,7 @@ def train_member(cfg: Config, data: dict, every_steps: int) -> tuple[keras.Model
     inputs = keras.Input((28, 28, 1))
     trainer = keras.Model(inputs, net(augmenter(inputs) if augmenter is not None else inputs), name="trainer")
     x, y = data["x_train"], data["y_train"]
-    compile_model(cfg, len(x) // cfg.train.batch_size + 1, jit_compile=True, model=trainer)
+    compile_model(cfg, math.ceil(len(x) / cfg.train.batch_size), jit_compile=True, model=trainer)  # fit's steps
     to99 = time_to_99(data["x_val"], data["y_val"], every_steps)
     start = time.perf_counter()
     history = trainer.fit(x, y, batch_size=cfg.train.batch_size, epochs=cfg.train.epochs, shuffle=True,
@@ -106,7 +107,7 @@ def main() -> None:
     splits = make_splits(cfg.data, cfg.seed)
     onehot = lambda labels: keras.utils.to_categorical(labels, 10)  # noqa: E731
     data = {"x_train": as_input(splits.x_train), "y_train": onehot(splits.y_train),
-            "x_val": as_input(splits.x_val), "y_val": onehot(splits.y_val)}
+            "x_val": as_input(splits.x_val), "y_val": onehot(splits.y_val), "x_test": as_input(splits.x_test)}
     if not args.skip_baseline:
         keras.utils.set_random_seed(cfg.seed)
         report("baseline", baseline(np.concatenate([splits.x_train, splits.x_val]),
@@ -119,8 +120,8 @@ def main() -> None:
             raise SystemExit(f"benchmarks/gpu.py trains every member; member {i} names run {run_id!r}")
         net, result = train_member(member_cfg, data, args.check_every)
         nets.append(net)
-        for split, images in (("val", splits.x_val), ("test", splits.x_test)):
-            probs[split].append(np.asarray(net.predict(as_input(images), batch_size=1024, verbose=0)))
+        for split in ("val", "test"):
+            probs[split].append(np.asarray(net.predict(data[f"x_{split}"], batch_size=1024, verbose=0)))
         accuracy = float(np.mean(probs["test"][-1].argmax(axis=1) == splits.y_test))
         report(f"member_{i}", {**result, "test_accuracy": accuracy, "seed": member_cfg.seed})
     metrics = score(probs, {"val": splits.y_val, "test": splits.y_test}, None)

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from mnist99 import resume, tracking
+from mnist99 import tracking
 from mnist99.config import Config
 from mnist99.data import make_splits
 from mnist99.stages import ensemble, export, prepare
@@ -42,7 +42,7 @@ def cache_key(cfg: Config, stage: str, data_digest: str, upstream: str = "") -> 
     """The stage's cache key: its config sections, ``upstream`` (a run it reads), the data, version and commit."""
     dumped = cfg.model_dump()
     sections = yaml.safe_dump({name: dumped[name] for name in STAGE_SECTIONS[stage]}, sort_keys=True)
-    return resume.job_key(f"{stage}\n{sections}\n{upstream}\n{tracking.git_commit() or ''}", data_digest)
+    return tracking.code_key(stage, f"{sections}\n{upstream}", data_digest)
 
 
 def reusable(stage: str, key: str, force: bool, usable: Callable[[Any], bool] = lambda found: True):

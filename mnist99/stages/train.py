@@ -20,7 +20,7 @@ def cache_key(cfg: Config, data_digest: str) -> str:
     Every train run is tagged with it, so an ensemble reuses a FINISHED run of the same key as a
     member instead of training it again (``mnist99 train`` first makes member 1 of the default ensemble).
     """
-    return resume.job_key(f"train\n{to_yaml(cfg)}\n{tracking.git_commit() or ''}", data_digest)
+    return tracking.code_key("train", to_yaml(cfg), data_digest)
 
 
 def train_in_run(cfg: Config, splits: Splits, nested: bool = False, name: str | None = None) -> dict:

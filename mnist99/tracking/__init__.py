@@ -18,6 +18,7 @@ from mnist99.tracking.queries import (
 from mnist99.tracking.runs import (
                                       MlflowEpochLogger,
                                       base_tags,
+                                      code_key,
                                       current_lr,
                                       device_name,
                                       git_commit,
@@ -46,7 +47,7 @@ from mnist99.tracking.store import (
 
 __all__ = [
     "CACHE_KEY_TAG", "DEFAULT_STORE", "EXPERIMENT_DESCRIPTION", "EXPERIMENT_KIND", "MlflowEpochLogger", "base_tags",
-    "cached_run", "check_store", "child_runs", "current_lr", "device_name", "download", "finished_run", "git_commit",
+    "cached_run", "code_key", "check_store", "child_runs", "current_lr", "device_name", "download", "finished_run", "git_commit",
     "keras_signature", "last_step", "latest_finished_run", "log_config", "log_dataset", "log_dict", "log_figure",
     "log_metrics", "log_model_file", "log_registered_model", "log_summary", "log_text", "metric_history",
     "server_argv", "set_tag", "setup", "stage_run", "tracking_uri", "ui_command", "unfinished_run", "update_run",

@@ -14,7 +14,7 @@ from typing import Any
 import keras
 import mlflow
 
-from mnist99 import __version__
+from mnist99 import __version__, resume
 from mnist99.config import Config, flatten, to_yaml
 
 
@@ -31,6 +31,13 @@ def git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def code_key(kind: str, payload: str, data_digest: str) -> str:
+    """The cache key (tag ``mnist99.cache_key``) of ``kind`` of work on ``payload`` (its config), the
+    data and the code that does it: the mnist99 version and the git commit, since a code change can
+    change the result."""
+    return resume.job_key(f"{kind}\n{payload}\n{git_commit() or ''}", data_digest)
 
 
 def device_name() -> str:
