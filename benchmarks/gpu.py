@@ -6,11 +6,13 @@
 Why a script beside ``train_speed.py`` and ``inference.py``: the GPU machines lent to this project
 carry JAX but no TensorFlow (whose CUDA wheels, gigabytes, cannot be carried there). So this runs
 mnist99's recipe -- the same config, split, model, optimiser and schedule, callbacks, augmentation
-layers and ensemble math -- on whichever Keras backend is active. Two things differ from ``mnist99
-run``: the data are fed as arrays and augmented *inside* the compiled train step (on the device),
-not in ``tf.data``; and nothing is logged to MLflow, evaluated in depth or exported. Every clock
-includes the XLA compilation of each model (``--compile-cache`` lets a second process reuse it, and
-says so in every line). Runs on a CPU too, slowly (a test runs it at smoke size).
+layers and ensemble math -- on whichever Keras backend is active, through the same
+:class:`mnist99.training.trainer.Trainer` that ``mnist99 run`` trains on a GPU (the uint8 images in
+device memory, fed as indices, augmented inside the compiled train step). What differs from ``mnist99
+run``: no ``tf.data`` (off the device the images come as float arrays, augmented in the step), and
+nothing is logged to MLflow, evaluated in depth or exported. Every clock includes the XLA
+compilation of each model (``--compile-cache`` lets a second process reuse it, and says so in every
+line). Runs on a CPU too, slowly (a test runs it at smoke size).
 
 Prints one JSON line per result (and appends it to ``--out``): ``baseline`` and ``member_<i>``
 (seconds to 99% validation accuracy, test accuracy, images/s), ``ensemble`` (members' and ensemble's
@@ -28,12 +30,12 @@ import numpy as np
 from inference import latency, throughput
 from train_speed import baseline, speed_arguments, time_to_99, timing
 
-from mnist99.augment import build_augmenter
 from mnist99.config import Config, load_config
 from mnist99.data import make_splits
 from mnist99.ensemble import combine, member_plan, score
 from mnist99.models import build_model
-from mnist99.training.recipe import compile_model, precision_policy, standard_callbacks
+from mnist99.training.recipe import compile_model, precision_policy, resolve_data_on_device, standard_callbacks
+from mnist99.training.trainer import build_trainer
 
 
 def device() -> str:
@@ -55,30 +57,26 @@ def as_input(images: np.ndarray) -> np.ndarray:
 
 
 def train_member(cfg: Config, data: dict, every_steps: int) -> tuple[keras.Model, dict]:
-    """Train one member with augmentation in front of the net, in the same compiled step."""
+    """Train one member with augmentation in front of the net, in the same compiled step, and the
+    uint8 images in device memory when ``train.data_on_device`` says so (auto: on a GPU)."""
     keras.utils.set_random_seed(cfg.seed)
-    keras.mixed_precision.set_global_policy("float32")  # augmentation resamples images in float32
-    augmenter = build_augmenter(cfg.augment, cfg.seed)
-    if augmenter is not None and keras.config.backend() == "jax":
-        # Keras marks its random affine layers un-jittable for TensorFlow's sake (no XLA kernel for
-        # ImageProjectiveTransform) and would then run the whole JAX step eagerly; their JAX ops compile.
-        for layer in augmenter.layers:
-            layer.supports_jit = True
     keras.mixed_precision.set_global_policy(precision_policy(cfg.train.mixed_precision))
-    net = build_model(cfg.model)
-    inputs = keras.Input((28, 28, 1))
-    trainer = keras.Model(inputs, net(augmenter(inputs) if augmenter is not None else inputs), name="trainer")
-    x, y = data["x_train"], data["y_train"]
-    compile_model(cfg, math.ceil(len(x) / cfg.train.batch_size), jit_compile=True, model=trainer)  # fit's steps
-    to99 = time_to_99(data["x_val"], data["y_val"], every_steps)
+    images = np.concatenate([data["images_train"], data["images_val"]])
+    on_device = resolve_data_on_device(cfg.train.data_on_device, images.nbytes)
+    trainer = build_trainer(cfg, build_model(cfg.model), images if on_device else None)
+    n_train, y = len(data["y_train"]), data["y_train"]
+    # With the images on the device the trainer takes indices: train ones, then validation ones.
+    x, x_val = (np.arange(n_train), np.arange(n_train, len(images))) if on_device else (data["x_train"], data["x_val"])
+    compile_model(cfg, math.ceil(n_train / cfg.train.batch_size), jit_compile=True, model=trainer)  # fit's steps
+    to99 = time_to_99(x_val, data["y_val"], every_steps)  # fit's validation input: one compiled program for both
     start = time.perf_counter()
     history = trainer.fit(x, y, batch_size=cfg.train.batch_size, epochs=cfg.train.epochs, shuffle=True,
-                          validation_data=(data["x_val"], data["y_val"]), callbacks=standard_callbacks(cfg, to99),
+                          validation_data=(x_val, data["y_val"]), callbacks=standard_callbacks(cfg, to99),
                           verbose=cfg.train.verbose)
     seconds = time.perf_counter() - start
     epochs = len(history.epoch)
-    return net, {**timing(to99), "train_seconds": seconds, "epochs_run": epochs,
-                 "train_images_per_second": len(x) * epochs / seconds}
+    return trainer.net, {**timing(to99), "train_seconds": seconds, "epochs_run": epochs, "data_on_device": on_device,
+                         "train_images_per_second": n_train * epochs / seconds}
 
 
 def main() -> None:
@@ -106,7 +104,8 @@ def main() -> None:
     start = time.perf_counter()
     splits = make_splits(cfg.data, cfg.seed)
     onehot = lambda labels: keras.utils.to_categorical(labels, 10)  # noqa: E731
-    data = {"x_train": as_input(splits.x_train), "y_train": onehot(splits.y_train),
+    data = {"images_train": splits.x_train, "images_val": splits.x_val,
+            "x_train": as_input(splits.x_train), "y_train": onehot(splits.y_train),
             "x_val": as_input(splits.x_val), "y_val": onehot(splits.y_val), "x_test": as_input(splits.x_test)}
     if not args.skip_baseline:
         keras.utils.set_random_seed(cfg.seed)

@@ -149,6 +149,9 @@ class TrainConfig(Section):
     mixed_precision: bool | Literal["bfloat16"] = False
     jit_compile: Literal["auto"] | bool = "auto"  # auto: XLA on GPU only (slower on CPU, measured)
     strategy: Literal["auto", "mirrored", "none"] = "auto"
+    # the uint8 train+val images in device memory, gathered and augmented inside the compiled step
+    # (mnist99.training.trainer); auto: on a GPU when they fit
+    data_on_device: Literal["auto"] | bool = "auto"
     verbose: int = Field(2, ge=0, le=2)  # keras fit verbosity
     checkpoint_dir: str = "checkpoints"  # per-epoch backups, so a killed run resumes where it stopped
 

@@ -28,6 +28,7 @@ from mnist99.config import DiagnosticsConfig
 from mnist99.data import Splits
 from mnist99.models.layers import Maxout
 from mnist99.pipeline import make_dataset
+from mnist99.training.trainer import trained_net
 
 LogFn = Callable[[dict[str, float], int], None]
 TagFn = Callable[[str, str], None]
@@ -97,26 +98,28 @@ class TrainingDiagnostics(keras.callbacks.Callback):
         self.overfit_epoch: int | None = None
         self._probe: keras.Model | None = None
         self._activations: list[keras.layers.Layer] = []
+        self._net: keras.Model | None = None
 
     def on_train_begin(self, logs=None) -> None:
         # One model giving the prediction and every hidden activation: a single forward pass serves both.
-        self._activations = activation_layers(self.model)
-        self._probe = keras.Model(self.model.inputs,
-                                  [*self.model.outputs, *(layer.output for layer in self._activations)])
+        self._net = trained_net(self.model)  # the net itself, also while a Trainer feeds it indices
+        self._activations = activation_layers(self._net)
+        self._probe = keras.Model(self._net.inputs,
+                                  [*self._net.outputs, *(layer.output for layer in self._activations)])
 
     def measure(self) -> dict[str, float]:
         """Gradient norms, weight sparsity and activation statistics on the fixed batch, now."""
-        weights = self.model.trainable_weights
+        weights = self._net.trainable_weights
         with tf.GradientTape() as tape:
             outputs = self._probe(self.images, training=False)
-            loss = self.model.compute_loss(x=self.images, y=self.labels, y_pred=outputs[0], training=False)
+            loss = self._net.compute_loss(x=self.images, y=self.labels, y_pred=outputs[0], training=False)
         grads = {id(v): g for v, g in zip(weights, tape.gradient(loss, weights)) if g is not None}
         metrics: dict[str, float] = {}
-        for layer in gradient_layers(self.model):
+        for layer in gradient_layers(self._net):
             layer_grads = [grads[id(v)] for v in layer.trainable_weights if id(v) in grads]
             norm = tf.linalg.global_norm(layer_grads) if layer_grads else 0.0
             metrics[metric_name("grad_norm", layer.name)] = float(norm)
-        for layer in kernel_layers(self.model):
+        for layer in kernel_layers(self._net):
             small = np.abs(layer.kernel.numpy()) < self.cfg.sparsity_threshold
             metrics[metric_name("weight_sparsity", layer.name)] = float(np.mean(small))
         zero_shares, dead_counts = [], []

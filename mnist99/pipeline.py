@@ -16,6 +16,16 @@ def to_model_input(images: tf.Tensor) -> tf.Tensor:
     return tf.expand_dims(tf.cast(images, tf.float32) / 255.0, -1)
 
 
+def _batches(x: np.ndarray, y: np.ndarray, batch_size: int, training: bool, seed: int) -> tf.data.Dataset:
+    ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))
+    if training:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    # Training drops the last partial batch (reshuffled each epoch, so no image is left out for
+    # good): with a static batch size Keras 3.15's RandomElasticTransform works, while with an
+    # unknown one it distorts the batch's first image and pastes it over every image it picks.
+    return ds.batch(batch_size, drop_remainder=training and len(x) >= batch_size)
+
+
 def make_dataset(
     x: np.ndarray,
     y: np.ndarray,
@@ -32,13 +42,7 @@ def make_dataset(
     shared random state in whatever order the threads run; ``deterministic`` maps one batch at a
     time so the same seed gives the same batches bit for bit (measured: slower input, same model).
     """
-    ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))
-    if training:
-        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    # Training drops the last partial batch (reshuffled each epoch, so no image is left out for
-    # good): with a static batch size Keras 3.15's RandomElasticTransform works, while with an
-    # unknown one it distorts the batch's first image and pastes it over every image it picks.
-    ds = ds.batch(batch_size, drop_remainder=training and len(x) >= batch_size)
+    ds = _batches(x, y, batch_size, training, seed)
 
     def prepare(images, labels):
         images = to_model_input(images)
@@ -48,3 +52,13 @@ def make_dataset(
 
     parallel = None if deterministic and training and augmenter is not None else tf.data.AUTOTUNE
     return ds.map(prepare, num_parallel_calls=parallel).prefetch(tf.data.AUTOTUNE)
+
+
+def make_index_dataset(start: int, y: np.ndarray, batch_size: int, training: bool = False,
+                       seed: int = 0) -> tf.data.Dataset:
+    """Batches of (indices ``start .. start + len(y)``, one-hot labels), shuffled when ``training``:
+    the input of a :class:`mnist99.training.trainer.Trainer` that holds the images on the device."""
+    indices = np.arange(start, start + len(y), dtype=np.int32)
+    ds = _batches(indices, y, batch_size, training, seed)
+    return ds.map(lambda i, labels: (i, tf.one_hot(labels, NUM_CLASSES)),
+                  num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

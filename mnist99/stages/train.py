@@ -47,6 +47,7 @@ def train_in_run(cfg: Config, splits: Splits, nested: bool = False, name: str | 
         result = train_model(cfg, splits, callbacks=callbacks, backup_dir=ckpt / "backup")
         if resumed:
             tracking.set_tag("mnist99.resumed_at_epoch", str(result.metrics["first_epoch"]))
+        tracking.set_tag("mnist99.data_on_device", str(result.data_on_device).lower())  # what `auto` chose
         tracking.log_summary(result.model)
         final = {k: result.metrics.pop(k) for k in ("val_accuracy", "val_loss")}
         tracking.log_metrics(result.metrics)

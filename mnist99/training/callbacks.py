@@ -20,7 +20,9 @@ class TimeToAccuracy(keras.callbacks.Callback):
     """
 
     def __init__(self, target: float = 0.99, validation_data=None, every_steps: int | None = None) -> None:
-        """``validation_data``: a dataset of (images, one-hot labels) or a tuple of arrays (x, y)."""
+        """``validation_data``: a dataset or a tuple of arrays (x, one-hot y), in the form the fitted
+        model takes (index batches for a :class:`mnist99.training.trainer.Trainer` holding the
+        images): with ``fit``'s own validation data the check reuses the program ``fit`` compiled."""
         super().__init__()
         if every_steps is not None and (validation_data is None or every_steps < 1):
             raise ValueError(f"every_steps={every_steps!r} needs validation_data and must be >= 1")

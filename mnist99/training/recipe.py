@@ -10,11 +10,26 @@ import keras
 from mnist99.config import Config
 from mnist99.models import build_model
 from mnist99.training.optimizers import build_optimizer
+from mnist99.training.trainer import trained_net
 
 
 def precision_policy(setting: bool | str) -> str:
     """The Keras dtype policy for ``train.mixed_precision``: false, true (float16) or ``bfloat16``."""
     return {False: "float32", True: "mixed_float16", "bfloat16": "mixed_bfloat16"}[setting]
+
+
+def has_gpu() -> bool:
+    """Whether the active Keras backend computes on a GPU."""
+    backend = keras.config.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    if backend == "jax":
+        import jax
+
+        return jax.default_backend() == "gpu"
+    return False
 
 
 def resolve_jit(setting: str | bool) -> bool | str:
@@ -23,10 +38,23 @@ def resolve_jit(setting: str | bool) -> bool | str:
     if setting != "auto":
         return bool(setting)
     if keras.config.backend() == "tensorflow":
-        import tensorflow as tf
-
-        return bool(tf.config.list_physical_devices("GPU"))
+        return has_gpu()
     return "auto"
+
+
+# "When it fits": 2 GiB of uint8 images is far below any GPU this runs on (MNIST: 47 MB).
+DEVICE_DATA_LIMIT_BYTES = 2 * 2**30
+
+
+def resolve_data_on_device(setting: str | bool, nbytes: int) -> bool:
+    """``train.data_on_device``: ``auto`` keeps the images on the device when there is a GPU and they
+    fit (:data:`DEVICE_DATA_LIMIT_BYTES`); on a CPU the host pipeline overlaps augmentation with the step."""
+    if setting == "auto":
+        return has_gpu() and nbytes <= DEVICE_DATA_LIMIT_BYTES
+    if setting and nbytes > DEVICE_DATA_LIMIT_BYTES:
+        raise ValueError(f"train.data_on_device=true: {nbytes / 2**30:.1f} GiB of images exceed the "
+                         f"{DEVICE_DATA_LIMIT_BYTES / 2**30:.0f} GiB limit")
+    return bool(setting)
 
 
 def compile_model(cfg: Config, steps_per_epoch: int, jit_compile: bool | str | None = None,
@@ -35,16 +63,20 @@ def compile_model(cfg: Config, steps_per_epoch: int, jit_compile: bool | str | N
     label-smoothed cross-entropy, the configured optimiser and schedule, accuracy.
 
     ``jit_compile`` None follows ``cfg.train.jit_compile`` (see :func:`resolve_jit`). A caller
-    passes ``model`` to train a wrapper around the configured net, e.g. augmentation layers in
-    front of it on a backend without ``tf.data``.
+    passes ``model`` to train a wrapper around the configured net (a
+    :class:`mnist99.training.trainer.Trainer`); its ``net`` is then compiled too, with the same
+    optimiser, so that the net alone evaluates (and is saved with the optimiser's state).
     """
     model = build_model(cfg.model) if model is None else model
-    model.compile(
+    settings = dict(
         optimizer=build_optimizer(cfg.train.optimizer, cfg.train.schedule, steps_per_epoch, cfg.train.epochs),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.train.label_smoothing),
         metrics=["accuracy"],
         jit_compile=resolve_jit(cfg.train.jit_compile) if jit_compile is None else jit_compile,
     )
+    model.compile(**settings)
+    if trained_net(model) is not model:
+        trained_net(model).compile(**settings)
     return model
 
 
