@@ -87,11 +87,17 @@ def baseline(x_train, y_train, x_test, y_test, epochs: int, every_steps: int) ->
             "train_images_per_second": cut * epochs / seconds}
 
 
-def speed_arguments(description: str, check_every: int) -> argparse.ArgumentParser:
-    """The options this script and ``benchmarks/gpu.py`` share: configs, overrides, baseline, check interval."""
+def config_arguments(description: str) -> argparse.ArgumentParser:
+    """Every benchmark's config options, as the CLI takes them: ``-c FILE`` (repeatable), ``--set key=value``."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("-c", "--config", action="append", default=[])
     parser.add_argument("--set", action="append", default=[], dest="overrides")
+    return parser
+
+
+def speed_arguments(description: str, check_every: int) -> argparse.ArgumentParser:
+    """The options this script and ``benchmarks/gpu.py`` share: configs, overrides, baseline, check interval."""
+    parser = config_arguments(description)
     parser.add_argument("--baseline-epochs", type=int, default=15)
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--check-every", type=int, default=check_every, metavar="STEPS",

@@ -44,6 +44,17 @@ def distribution_strategy(setting: str) -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
+@dataclass
+class Setup:
+    """What ``fit`` runs: the compiled ``trainer`` (the net itself, or a Trainer around it) and its data."""
+
+    model: keras.Model  # the net: evaluated, logged, exported
+    trainer: keras.Model  # what fit trains: ``model``, or a Trainer holding the images on the device
+    train_ds: tf.data.Dataset
+    val_ds: tf.data.Dataset  # in the trainer's input form (index batches with the images on the device)
+    data_on_device: bool
+
+
 def fit_datasets(cfg: Config, splits: Splits, on_device: bool) -> tuple[tf.data.Dataset, tf.data.Dataset]:
     """What ``fit`` takes: image batches augmented in ``tf.data`` on the host, or, with the data on
     the device, index batches into the train images followed by the validation images."""
@@ -57,6 +68,20 @@ def fit_datasets(cfg: Config, splits: Splits, on_device: bool) -> tuple[tf.data.
             make_dataset(splits.x_val, splits.y_val, 512))
 
 
+def set_up(cfg: Config, splits: Splits) -> Setup:
+    """Runtime (seeds, precision policy), data placement, datasets, the net and the compiled trainer:
+    everything before ``fit``, shared by :func:`train_model` and ``benchmarks/input_bound.py``."""
+    configure_runtime(cfg)
+    tcfg = cfg.train
+    on_device = resolve_data_on_device(tcfg.data_on_device, splits.x_train.nbytes + splits.x_val.nbytes)
+    train_ds, val_ds = fit_datasets(cfg, splits, on_device)
+    with distribution_strategy(tcfg.strategy).scope():
+        model = build_model(cfg.model)
+        trainer = build_trainer(cfg, model, np.concatenate([splits.x_train, splits.x_val])) if on_device else model
+        compile_model(cfg, int(train_ds.cardinality()), model=trainer)
+    return Setup(model, trainer, train_ds, val_ds, on_device)
+
+
 def train_model(cfg: Config, splits: Splits, callbacks: list[keras.callbacks.Callback] | None = None,
                 backup_dir: Path | None = None, check_every: int | None = None) -> TrainResult:
     """Train one model on ``splits.train``, early-stopping on ``val_loss``; evaluate on val and test.
@@ -67,27 +92,19 @@ def train_model(cfg: Config, splits: Splits, callbacks: list[keras.callbacks.Cal
     Returns the model (best weights restored), the Keras history and the summary metrics
     (``test_accuracy``, ``val_accuracy``, ``best_epoch``, ``train_seconds``, ``seconds_to_val_99`` ...).
     """
-    configure_runtime(cfg)
-    tcfg = cfg.train
-    on_device = resolve_data_on_device(tcfg.data_on_device, splits.x_train.nbytes + splits.x_val.nbytes)
-    train_ds, fit_val_ds = fit_datasets(cfg, splits, on_device)
-    val_ds = make_dataset(splits.x_val, splits.y_val, 512)
-    steps = int(train_ds.cardinality())
-    with distribution_strategy(tcfg.strategy).scope():
-        model = build_model(cfg.model)
-        trainer = build_trainer(cfg, model, np.concatenate([splits.x_train, splits.x_val])) if on_device else model
-        compile_model(cfg, steps, model=trainer)
-    to99 = TimeToAccuracy(0.99, validation_data=fit_val_ds if check_every else None, every_steps=check_every)
+    setup = set_up(cfg, splits)
+    tcfg, model, trainer = cfg.train, setup.model, setup.trainer
+    to99 = TimeToAccuracy(0.99, validation_data=setup.val_ds if check_every else None, every_steps=check_every)
     cbs = standard_callbacks(cfg, to99)
     cbs += callbacks or []
     if backup_dir is not None:  # last, so an epoch is logged before it counts as done
         cbs.append(keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=True))
     start = time.perf_counter()
-    history = trainer.fit(train_ds, validation_data=fit_val_ds, epochs=tcfg.epochs, callbacks=cbs,
-                        verbose=tcfg.verbose, shuffle=False)  # tf.data shuffles
+    history = trainer.fit(setup.train_ds, validation_data=setup.val_ds, epochs=tcfg.epochs, callbacks=cbs,
+                          verbose=tcfg.verbose, shuffle=False)  # tf.data shuffles
     train_seconds = time.perf_counter() - start
     hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
-    val_loss, val_acc = model.evaluate(val_ds, verbose=0)
+    val_loss, val_acc = model.evaluate(make_dataset(splits.x_val, splits.y_val, 512), verbose=0)
     test_loss, test_acc = model.evaluate(make_dataset(splits.x_test, splits.y_test, 512), verbose=0)
     # history.epoch holds the epoch indices this call ran: after a resume they start past 0.
     epochs = history.epoch
@@ -98,4 +115,4 @@ def train_model(cfg: Config, splits: Splits, callbacks: list[keras.callbacks.Cal
         "seconds_to_val_99": to99.seconds, "epoch_to_val_99": to99.epoch,
         "train_images_per_second": len(splits.y_train) * len(epochs) / train_seconds,
     }
-    return TrainResult(model, hist, metrics, to99, on_device)
+    return TrainResult(model, hist, metrics, to99, setup.data_on_device)

@@ -1,0 +1,42 @@
+"""The CPU benchmarks run end to end at smoke size and print what the README says they print."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.integration
+
+
+def run_benchmark(script: str, *args: str, cache: Path) -> list[dict]:
+    if not os.environ.get("MNIST99_DATA"):
+        pytest.skip("MNIST99_DATA is not set to the folder of the four MNIST files")
+    out = subprocess.run([sys.executable, f"benchmarks/{script}", "-c", "configs/smoke.yaml",
+                          "--set", f"data.cache_dir={cache}", *args],
+                         cwd=ROOT, check=True, capture_output=True, text=True, timeout=300)
+    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+
+
+@pytest.mark.parametrize("on_device", [False, True])
+def test_input_bound_reports_three_rates_and_a_share(tmp_path, on_device):
+    rows = run_benchmark("input_bound.py", "--steps", "2", "--rounds", "3", "--set", f"train.data_on_device={on_device}",
+                         cache=tmp_path / "cache")
+    assert [row["what"] for row in rows] == ["input_only", "model_only", "fit"] * 3 + ["summary"]
+    assert all(row["data_on_device"] is on_device for row in rows)
+    assert all(row["images_per_s"] > 0 for row in rows[:-1])
+    summary = rows[-1]
+    for what in ("input_only", "model_only", "fit"):  # the median of the three rounds
+        assert summary[f"{what}_images_per_s"] == sorted(r["images_per_s"] for r in rows if r["what"] == what)[1]
+    assert summary["input_share"] == pytest.approx(1 - summary["fit_images_per_s"] / summary["model_only_images_per_s"])
+    assert summary["bound_by"] == ("model" if summary["input_share"] < 0.1 else "input")
+
+
+def test_train_speed_times_the_default_with_the_finer_check(tmp_path):
+    rows = run_benchmark("train_speed.py", "--skip-baseline", "--check-every", "2", cache=tmp_path / "cache")
+    (row,) = rows
+    assert row["model"] == "mnist99" and row["epochs_run"] >= 1 and row["data_on_device"] is False
+    assert row["val_checks"] >= 1  # checked every 2 steps (smoke: 8 steps an epoch), never reaching 99%
+    assert row["seconds_to_val_99"] is None and 0 <= row["test_accuracy"] <= 1
