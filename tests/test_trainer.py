@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from mnist99.config import load_config
+from mnist99.errors import ConfigError
 from mnist99.pipeline import make_index_dataset, to_model_input
 from mnist99.training.fit import train_model
 from mnist99.training.recipe import DEVICE_DATA_LIMIT_BYTES, has_gpu, resolve_data_on_device
@@ -81,7 +82,7 @@ def test_data_on_device_setting():
     assert resolve_data_on_device("auto", 47 * 2**20) is has_gpu()
     assert resolve_data_on_device(True, 10) is True and resolve_data_on_device(False, 10) is False
     assert resolve_data_on_device("auto", DEVICE_DATA_LIMIT_BYTES + 1) is False
-    with pytest.raises(ValueError, match="data_on_device=true: 2.0 GiB"):
+    with pytest.raises(ConfigError, match="data_on_device=true: 2.0 GiB"):
         resolve_data_on_device(True, DEVICE_DATA_LIMIT_BYTES + 1)
 
 
