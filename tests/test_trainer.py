@@ -36,11 +36,12 @@ def restore_policy():
     keras.mixed_precision.set_global_policy("float32")
 
 
-@pytest.mark.parametrize("mixed", [False, True])
-def test_data_on_device_trains_the_plain_net(tiny_splits, mixed):
-    """Labels and images must stay paired through the index lookup: the bar's row is learned to >= 90%."""
+@pytest.mark.parametrize("mixed, strategy", [(False, "none"), (True, "none"), (False, "mirrored")])
+def test_data_on_device_trains_the_plain_net(tiny_splits, mixed, strategy):
+    """Labels and images must stay paired through the index lookup: the bar's row is learned to >= 90%
+    (also in mixed precision, and under MirroredStrategy, here with one replica)."""
     cfg = load_config([], TINY + ["train.epochs=8", "train.data_on_device=true", "augment.enabled=false",
-                                  f"train.mixed_precision={mixed}"])
+                                  f"train.mixed_precision={mixed}", f"train.strategy={strategy}"])
     result = train_model(cfg, tiny_splits)
     assert result.metrics["val_accuracy"] >= 0.9 and result.metrics["test_accuracy"] >= 0.9
     net = result.model
