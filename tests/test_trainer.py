@@ -73,7 +73,6 @@ def test_trainer_shares_the_nets_weights(tiny_splits):
     net = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")])
     trainer = build_trainer(cfg, net, tiny_splits.x_train)
     assert trained_net(trainer) is net and trained_net(net) is net
-    trainer(np.arange(4))
     assert [id(v) for v in trainer.trainable_weights] == [id(v) for v in net.trainable_weights]
     assert all(layer.compute_dtype == "float32" for layer in trainer.augmenter.layers)  # resamples in float32
     assert keras.mixed_precision.global_policy().name == "mixed_float16"  # and the policy is left as it was
