@@ -34,7 +34,7 @@ from mnist99.config import Config, load_config
 from mnist99.data import make_splits
 from mnist99.ensemble import combine, member_plan, score
 from mnist99.models import build_model
-from mnist99.training.recipe import compile_model, precision_policy, resolve_data_on_device, standard_callbacks
+from mnist99.training.recipe import compile_model, configure_runtime, resolve_data_on_device, standard_callbacks
 from mnist99.training.trainer import build_trainer
 
 
@@ -59,9 +59,8 @@ def as_input(images: np.ndarray) -> np.ndarray:
 def train_member(cfg: Config, data: dict, every_steps: int) -> tuple[keras.Model, dict]:
     """Train one member with augmentation in front of the net, in the same compiled step, and the
     uint8 images in device memory when ``train.data_on_device`` says so (auto: on a GPU)."""
-    keras.utils.set_random_seed(cfg.seed)
-    keras.mixed_precision.set_global_policy(precision_policy(cfg.train.mixed_precision))
-    images = np.concatenate([data["images_train"], data["images_val"]])
+    configure_runtime(cfg)
+    images = data["images"]  # uint8, the train images then the validation ones
     on_device = resolve_data_on_device(cfg.train.data_on_device, images.nbytes)
     trainer = build_trainer(cfg, build_model(cfg.model), images if on_device else None)
     n_train, y = len(data["y_train"]), data["y_train"]
@@ -104,7 +103,7 @@ def main() -> None:
     start = time.perf_counter()
     splits = make_splits(cfg.data, cfg.seed)
     onehot = lambda labels: keras.utils.to_categorical(labels, 10)  # noqa: E731
-    data = {"images_train": splits.x_train, "images_val": splits.x_val,
+    data = {"images": np.concatenate([splits.x_train, splits.x_val]),
             "x_train": as_input(splits.x_train), "y_train": onehot(splits.y_train),
             "x_val": as_input(splits.x_val), "y_val": onehot(splits.y_val), "x_test": as_input(splits.x_test)}
     if not args.skip_baseline:

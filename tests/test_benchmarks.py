@@ -1,18 +1,18 @@
 """The CPU benchmarks run end to end at smoke size and print what the README says they print."""
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import ROOT, real_data_dir
+
 pytestmark = pytest.mark.integration
 
 
 def run_benchmark(script: str, *args: str, cache: Path) -> list[dict]:
-    if not os.environ.get("MNIST99_DATA"):
+    if real_data_dir() is None:
         pytest.skip("MNIST99_DATA is not set to the folder of the four MNIST files")
     out = subprocess.run([sys.executable, f"benchmarks/{script}", "-c", "configs/smoke.yaml",
                           "--set", f"data.cache_dir={cache}", *args],

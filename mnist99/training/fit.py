@@ -15,7 +15,7 @@ from mnist99.data import Splits
 from mnist99.models import build_model
 from mnist99.pipeline import make_dataset, make_index_dataset
 from mnist99.training.callbacks import TimeToAccuracy
-from mnist99.training.recipe import compile_model, precision_policy, resolve_data_on_device, standard_callbacks
+from mnist99.training.recipe import compile_model, configure_runtime, resolve_data_on_device, standard_callbacks
 from mnist99.training.trainer import build_trainer
 
 
@@ -26,14 +26,6 @@ class TrainResult:
     metrics: dict[str, float | None] = field(default_factory=dict)
     time_to_accuracy: TimeToAccuracy | None = None  # the 99% clock, for benchmarks that report all of it
     data_on_device: bool = False  # what train.data_on_device resolved to
-
-
-def configure_runtime(cfg: Config) -> None:
-    """Seeds, op determinism and the mixed-precision policy, set before any model is built."""
-    keras.utils.set_random_seed(cfg.seed)
-    if cfg.train.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    keras.mixed_precision.set_global_policy(precision_policy(cfg.train.mixed_precision))
 
 
 def distribution_strategy(setting: str) -> tf.distribute.Strategy:
@@ -52,7 +44,11 @@ class Setup:
     trainer: keras.Model  # what fit trains: ``model``, or a Trainer holding the images on the device
     train_ds: tf.data.Dataset
     val_ds: tf.data.Dataset  # in the trainer's input form (index batches with the images on the device)
-    data_on_device: bool
+
+    @property
+    def data_on_device(self) -> bool:
+        """Whether the images sit on the device: then, and only then, a Trainer wraps the net."""
+        return self.trainer is not self.model
 
 
 def fit_datasets(cfg: Config, splits: Splits, on_device: bool) -> tuple[tf.data.Dataset, tf.data.Dataset]:
@@ -79,7 +75,7 @@ def set_up(cfg: Config, splits: Splits) -> Setup:
         model = build_model(cfg.model)
         trainer = build_trainer(cfg, model, np.concatenate([splits.x_train, splits.x_val])) if on_device else model
         compile_model(cfg, int(train_ds.cardinality()), model=trainer)
-    return Setup(model, trainer, train_ds, val_ds, on_device)
+    return Setup(model, trainer, train_ds, val_ds)
 
 
 def train_model(cfg: Config, splits: Splits, callbacks: list[keras.callbacks.Callback] | None = None,

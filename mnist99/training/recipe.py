@@ -19,6 +19,16 @@ def precision_policy(setting: bool | str) -> str:
     return {False: "float32", True: "mixed_float16", "bfloat16": "mixed_bfloat16"}[setting]
 
 
+def configure_runtime(cfg: Config) -> None:
+    """Seeds, op determinism (TensorFlow only) and the mixed-precision policy, set before any model is built."""
+    keras.utils.set_random_seed(cfg.seed)
+    if cfg.train.deterministic and keras.config.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+    keras.mixed_precision.set_global_policy(precision_policy(cfg.train.mixed_precision))
+
+
 def has_gpu() -> bool:
     """Whether the active Keras backend computes on a GPU."""
     backend = keras.config.backend()
@@ -77,8 +87,9 @@ def compile_model(cfg: Config, steps_per_epoch: int, jit_compile: bool | str | N
         jit_compile=resolve_jit(cfg.train.jit_compile) if jit_compile is None else jit_compile,
     )
     model.compile(**settings)
-    if trained_net(model) is not model:
-        trained_net(model).compile(**settings)
+    net = trained_net(model)
+    if net is not model:
+        net.compile(**settings)
     return model
 
 

@@ -15,8 +15,7 @@ from mnist99.config import Config
 from mnist99.data import Splits
 from mnist99.errors import ConfigError
 from mnist99.pipeline import make_dataset
-from mnist99.training.fit import configure_runtime
-from mnist99.training.recipe import compile_model
+from mnist99.training.recipe import compile_model, configure_runtime
 from mnist99.tuning.space import project_name, trial_config
 from mnist99.tuning.tuners import TUNERS
 
