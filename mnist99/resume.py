@@ -2,7 +2,9 @@
 
 A job is keyed by a hash of its resolved config, the data digest and the package version, so
 running the same command again after a kill finds the folder, resumes the same MLflow run and
-lets Keras' BackupAndRestore continue from the last finished epoch. A finished job removes it.
+lets the epoch backup (Keras' BackupAndRestore made atomic,
+:class:`~mnist99.training.callbacks.AtomicBackupAndRestore`) continue from the last finished
+epoch. A finished job removes it.
 """
 from __future__ import annotations
 

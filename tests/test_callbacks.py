@@ -1,9 +1,12 @@
-"""TimeToAccuracy: epoch-end and within-epoch checks, on a tiny separable problem (seconds)."""
+"""Our callbacks on a tiny separable problem (seconds): TimeToAccuracy's epoch-end and within-epoch
+checks, and a backup that a kill in the middle of its write does not spoil."""
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
 
-from mnist99.training.callbacks import TimeToAccuracy
+from mnist99.training.callbacks import AtomicBackupAndRestore, TimeToAccuracy
 
 
 def separable(n=512, seed=0):
@@ -58,3 +61,36 @@ def test_checks_leave_training_unchanged(ema):
 def test_every_steps_without_data_is_refused():
     with pytest.raises(ValueError, match="every_steps=5 needs validation_data"):
         TimeToAccuracy(0.99, every_steps=5)
+
+
+def small_net():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    return model
+
+
+def test_a_kill_while_the_backup_is_written_resumes_from_the_previous_epoch(tmp_path):
+    """The CI failure: SIGKILL half-way through a weights file; the rerun must not trip on it."""
+    x, y = separable()
+    model, backup = small_net(), tmp_path / "backup"
+    real_save, saved = model.save_weights, []
+
+    def killed_on_third(filepath, overwrite=True):
+        real_save(filepath, overwrite=overwrite)
+        saved.append([w.copy() for w in model.get_weights()])
+        if len(saved) == 3:  # the process dies with the third epoch's file half on disk
+            data = Path(filepath).read_bytes()
+            Path(filepath).write_bytes(data[: len(data) // 2])
+            raise KeyboardInterrupt
+
+    model.save_weights = killed_on_third
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(x, y, epochs=5, verbose=0, callbacks=[AtomicBackupAndRestore(str(backup))])
+
+    rerun, first = small_net(), []
+    probe = keras.callbacks.LambdaCallback(on_train_begin=lambda logs: first.append(rerun.get_weights()))
+    history = rerun.fit(x, y, epochs=5, verbose=0, callbacks=[AtomicBackupAndRestore(str(backup)), probe])
+    assert history.epoch == [2, 3, 4]  # epochs 1-2 were backed up whole; the third is run again
+    for restored, kept in zip(first[0], saved[1]):
+        np.testing.assert_array_equal(restored, kept)
+    assert not backup.exists()  # a finished fit removes its backup

@@ -97,9 +97,12 @@ def test_a_killed_fit_with_data_on_device_resumes_from_its_backup(tiny_splits, t
     cfg = load_config([], TINY + ["train.epochs=4", "train.data_on_device=true", "train.early_stopping.enabled=false"])
     with pytest.raises(KeyboardInterrupt):
         train_model(cfg, tiny_splits, callbacks=[Crash()], backup_dir=tmp_path / "backup")
+    import json
+
     import h5py
 
-    with h5py.File(tmp_path / "backup" / "latest.weights.h5") as backup:
+    committed = json.loads((tmp_path / "backup" / "training_metadata.json").read_text())["weights"]
+    with h5py.File(tmp_path / "backup" / committed) as backup:
         assert len(backup["images/vars"]) == 0 and len(backup["layers"]) > 0  # images left out, the net kept
     result = train_model(cfg, tiny_splits, backup_dir=tmp_path / "backup")
     assert result.metrics["first_epoch"] == 3 and result.metrics["epochs_run"] == 4

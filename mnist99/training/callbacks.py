@@ -1,9 +1,13 @@
 """Keras callbacks of our own: only what Keras' built-in callbacks do not already do."""
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 import keras
+
+from mnist99.resume import write_atomic
 
 
 class TimeToAccuracy(keras.callbacks.Callback):
@@ -65,3 +69,35 @@ class TimeToAccuracy(keras.callbacks.Callback):
             self.epoch_end_seconds, self.epoch_end = self._training_seconds(), epoch + 1
             if self.seconds is None:
                 self.seconds, self.epoch = self.epoch_end_seconds, self.epoch_end
+
+
+class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """Keras' ``BackupAndRestore`` whose backup is whole however the process dies.
+
+    Keras overwrites ``latest.weights.h5`` in place and then writes the epoch beside it, so a
+    SIGKILL during the write leaves a truncated HDF5 file that every rerun fails to open (CI hit
+    it: "bad object header version number"). Here each backup's weights go to a new file, and the
+    atomic rename of the metadata naming that file is what commits it; the previous file is
+    removed only after. A rerun so finds the previous backup or this one, never half of one.
+    """
+
+    def _save_model(self):
+        folder = Path(self.backup_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"backup-{self._current_epoch:05d}-{self._last_batch_seen:07d}.weights.h5"
+        self.model.save_weights(str(folder / name), overwrite=True)
+        meta = {"epoch": self._current_epoch, "batch": self._last_batch_seen, "weights": name}
+        write_atomic(Path(self._training_metadata_path), json.dumps(meta))
+        for stale in folder.glob("backup-*.weights.h5"):  # older backups, and any a kill cut short
+            if stale.name != name:
+                stale.unlink(missing_ok=True)
+
+    def _load_model(self):
+        meta_path = Path(self._training_metadata_path)
+        if not meta_path.is_file():
+            return  # nothing committed yet: start from epoch 0
+        meta = json.loads(meta_path.read_text())
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(str(Path(self.backup_dir) / meta["weights"]))
+        self.model._initial_epoch = meta["epoch"]

@@ -14,7 +14,7 @@ from mnist99.config import Config
 from mnist99.data import Splits
 from mnist99.models import build_model
 from mnist99.pipeline import make_dataset, make_index_dataset
-from mnist99.training.callbacks import TimeToAccuracy
+from mnist99.training.callbacks import AtomicBackupAndRestore, TimeToAccuracy
 from mnist99.training.recipe import compile_model, configure_runtime, resolve_data_on_device, standard_callbacks
 from mnist99.training.trainer import build_trainer
 
@@ -94,7 +94,7 @@ def train_model(cfg: Config, splits: Splits, callbacks: list[keras.callbacks.Cal
     cbs = standard_callbacks(cfg, to99)
     cbs += callbacks or []
     if backup_dir is not None:  # last, so an epoch is logged before it counts as done
-        cbs.append(keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=True))
+        cbs.append(AtomicBackupAndRestore(str(backup_dir), delete_checkpoint=True))
     start = time.perf_counter()
     history = trainer.fit(setup.train_ds, validation_data=setup.val_ds, epochs=tcfg.epochs, callbacks=cbs,
                           verbose=tcfg.verbose, shuffle=False)  # tf.data shuffles
