@@ -10,11 +10,10 @@ from typing import Any
 import keras
 import keras_tuner
 
-from mnist99.augment import build_augmenter
 from mnist99.config import Config
 from mnist99.data import Splits
 from mnist99.errors import ConfigError
-from mnist99.pipeline import make_dataset
+from mnist99.training.fit import fit_datasets
 from mnist99.training.recipe import compile_model, configure_runtime
 from mnist99.tuning.space import project_name, trial_config
 from mnist99.tuning.tuners import TUNERS
@@ -45,9 +44,7 @@ class ConfigHyperModel(keras_tuner.HyperModel):
         Early stopping watches the objective, so a hopeless trial frees the cores early.
         """
         cfg = trial_config(self.cfg, hp)
-        train_ds = make_dataset(splits.x_train, splits.y_train, cfg.train.batch_size, training=True,
-                                augmenter=build_augmenter(cfg.augment, cfg.seed), seed=cfg.seed)
-        val_ds = make_dataset(splits.x_val, splits.y_val, 512)
+        train_ds, val_ds = fit_datasets(cfg, splits, on_device=False)  # train's host pipeline, exactly
         stopping = cfg.train.early_stopping
         cbs: list[keras.callbacks.Callback] = [keras.callbacks.TerminateOnNaN()]
         if stopping.enabled:
