@@ -84,8 +84,9 @@ class ShearConfig(Section):
 
 class ElasticConfig(Section):
     enabled: bool = False
-    probability: float = Field(0.5, ge=0, le=1)  # RandomElasticTransform `factor`: chance per image
-    scale: float = Field(0.5, ge=0, le=1)  # its `scale`: magnitude of the distortion
+    probability: float = Field(0.5, ge=0, le=1)  # chance per image
+    alpha: float = Field(34.0, ge=0)  # displacement scale in pixels (Simard et al. 2003: 34)
+    sigma: float = Field(4.0, gt=0, le=14)  # smoothing of the displacement field, pixels (theirs: 4)
 
 
 class AugmentConfig(Section):

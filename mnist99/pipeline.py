@@ -21,8 +21,9 @@ def _batches(x: np.ndarray, y: np.ndarray, batch_size: int, training: bool, seed
     if training:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     # Training drops the last partial batch (reshuffled each epoch, so no image is left out for
-    # good): with a static batch size Keras 3.15's RandomElasticTransform works, while with an
-    # unknown one it distorts the batch's first image and pastes it over every image it picks.
+    # good): one static batch shape for every step. (It also kept Keras 3.15's RandomElasticTransform
+    # working, which with an unknown batch size pasted one distorted image over the batch; our
+    # augment.ElasticDistortion has no such limit.)
     return ds.batch(batch_size, drop_remainder=training and len(x) >= batch_size)
 
 
