@@ -40,3 +40,25 @@ def test_train_speed_times_the_default_with_the_finer_check(tmp_path):
     assert row["model"] == "mnist99" and row["epochs_run"] >= 1 and row["data_on_device"] is False
     assert row["val_checks"] >= 1  # checked every 2 steps (smoke: 8 steps an epoch), never reaching 99%
     assert row["seconds_to_val_99"] is None and 0 <= row["test_accuracy"] <= 1
+
+
+@pytest.mark.slow
+def test_ensemble_spread_scores_every_subset_of_the_matching_members(tmp_path, store):
+    """Three members of one ensemble match; a train run with another seed (so another validation split)
+    does not. The one 3-subset is the ensemble the ensemble stage logged."""
+    import mlflow
+
+    cache = ["--set", f"data.cache_dir={tmp_path / 'cache'}", "--set", f"train.checkpoint_dir={tmp_path / 'ckpt'}"]
+    for stage, extra in (("ensemble", ["--set", "ensemble.size=3"]), ("train", ["--set", "seed=9"])):
+        subprocess.run([sys.executable, "-m", "mnist99.cli", stage, "-c", "configs/smoke.yaml", *cache, *extra],
+                       cwd=ROOT, check=True, capture_output=True, text=True, timeout=300)
+    (three,) = run_benchmark("ensemble_spread.py", "--size", "3", *cache[2:], cache=tmp_path / "cache")
+    (pairs,) = run_benchmark("ensemble_spread.py", "--size", "2", *cache[2:], cache=tmp_path / "cache")
+    (logged,) = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                                   filter_string="tags.`mnist99.stage` = 'ensemble'")
+    member_ids = set(logged.data.tags["mnist99.member_run_ids"].split(","))
+    assert {m["run_id"] for m in three["members"]} == member_ids  # the seed-9 run is left out
+    assert three["subsets"] == 1 and pairs["subsets"] == 3
+    for split in ("val", "test"):
+        assert three[f"{split}_accuracy"]["median"] == pytest.approx(logged.data.metrics[f"{split}_accuracy"])
+        assert pairs[f"{split}_accuracy"]["min"] <= pairs[f"{split}_accuracy"]["median"] <= pairs[f"{split}_accuracy"]["max"]

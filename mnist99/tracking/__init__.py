@@ -12,7 +12,9 @@ from mnist99.tracking.queries import (
                                       finished_run,
                                       last_step,
                                       latest_finished_run,
+                                      matching_train_runs,
                                       metric_history,
+                                      split_digest,
                                       unfinished_run,
 )
 from mnist99.tracking.runs import (
@@ -49,6 +51,7 @@ __all__ = [
     "CACHE_KEY_TAG", "DEFAULT_STORE", "EXPERIMENT_DESCRIPTION", "EXPERIMENT_KIND", "MlflowEpochLogger", "base_tags",
     "cached_run", "code_key", "check_store", "child_runs", "current_lr", "device_name", "download", "finished_run", "git_commit",
     "keras_signature", "last_step", "latest_finished_run", "log_config", "log_dataset", "log_dict", "log_figure",
-    "log_metrics", "log_model_file", "log_registered_model", "log_summary", "log_text", "metric_history",
+    "log_metrics", "log_model_file", "log_registered_model", "log_summary", "log_text", "matching_train_runs",
+    "metric_history", "split_digest",
     "server_argv", "set_tag", "setup", "stage_run", "tracking_uri", "ui_command", "unfinished_run", "update_run",
 ]

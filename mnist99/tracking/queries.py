@@ -69,6 +69,26 @@ def metric_history(run_id: str, key: str) -> list[float]:
     return [m.value for m in sorted(history, key=lambda m: (m.step, m.timestamp))]
 
 
+def split_digest(x, y) -> str:
+    """MLflow's digest of a split, as :func:`~mnist99.tracking.runs.log_dataset` logs it."""
+    return mlflow.data.from_numpy(x, targets=y).digest
+
+
+def matching_train_runs(params: dict[str, str], val_digest: str) -> list[mlflow.entities.Run]:
+    """FINISHED train runs of the current experiment, oldest first, that logged ``params`` (a key a
+    run did not log is not compared: it predates the key) and validated on the split of ``val_digest``
+    (so none trained on those images)."""
+    runs = mlflow.search_runs(filter_string="tags.`mnist99.stage` = 'train' AND attributes.status = 'FINISHED'",
+                              order_by=["attributes.start_time"], output_format="list")
+
+    def validated_on(run) -> str | None:
+        return next((d.dataset.digest for d in run.inputs.dataset_inputs if any(t.value == "val" for t in d.tags)),
+                    None)
+
+    return [run for run in runs
+            if all(run.data.params.get(k, v) == v for k, v in params.items()) and validated_on(run) == val_digest]
+
+
 def child_runs(parent_run_id: str, tag: str) -> dict[str, str]:
     """The runs nested under ``parent_run_id``, by their value of ``tag`` (e.g. trial id -> run id).
 
