@@ -34,14 +34,17 @@ def make_dataset(
     training: bool = False,
     augmenter=None,
     seed: int = 0,
-    deterministic: bool = False,
 ) -> tf.data.Dataset:
     """Batches of (images, one-hot labels); shuffled and augmented when ``training``.
 
     Labels are one-hot so that CategoricalCrossentropy can apply label smoothing (Keras 3.15's
-    sparse loss has none). Augmentation is seeded, but parallel map calls draw from the layers'
-    shared random state in whatever order the threads run; ``deterministic`` maps one batch at a
-    time so the same seed gives the same batches bit for bit (measured: slower input, same model).
+    sparse loss has none).
+
+    Augmenting batches are mapped one at a time. Keras 3.15's SeedGenerator reads its state and then
+    bumps it, so map calls running in parallel drew the same seeds: measured, up to 29 of 100 batch
+    pairs had identical rotations. One at a time, every batch gets its own draws and the same seed
+    gives the same batches bit for bit; on 2 cores this pipeline still makes ~30,000 images/s,
+    about 9x what the default model takes (the GPU path augments on the device instead).
     """
     ds = _batches(x, y, batch_size, training, seed)
 
@@ -51,7 +54,7 @@ def make_dataset(
             images = augmenter(images, training=True)
         return images, tf.one_hot(labels, NUM_CLASSES)
 
-    parallel = None if deterministic and training and augmenter is not None else tf.data.AUTOTUNE
+    parallel = None if training and augmenter is not None else tf.data.AUTOTUNE
     return ds.map(prepare, num_parallel_calls=parallel).prefetch(tf.data.AUTOTUNE)
 
 

@@ -59,8 +59,7 @@ def fit_datasets(cfg: Config, splits: Splits, on_device: bool) -> tuple[tf.data.
         return (make_index_dataset(0, splits.y_train, tcfg.batch_size, training=True, seed=cfg.seed),
                 make_index_dataset(len(splits.y_train), splits.y_val, 512))
     return (make_dataset(splits.x_train, splits.y_train, tcfg.batch_size, training=True,
-                         augmenter=build_augmenter(cfg.augment, cfg.seed), seed=cfg.seed,
-                         deterministic=tcfg.deterministic),
+                         augmenter=build_augmenter(cfg.augment, cfg.seed), seed=cfg.seed),
             make_dataset(splits.x_val, splits.y_val, 512))
 
 
