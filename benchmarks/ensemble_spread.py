@@ -2,8 +2,8 @@
 
     MNIST99_DATA=../shared/data/mnist python benchmarks/ensemble_spread.py -c configs/default.yaml [--size 3]
 
-One ``mnist99 run`` is a single draw: members of one config differ by ~0.1% from run to run (tf.data's
-parallel augmentation is not bit-reproducible), so one ensemble figure says little about the next.
+One ``mnist99 run`` is a single draw: members of one config differ by ~0.1% from seed to seed, so one
+ensemble figure says little about the next.
 This scores every ``--size``-subset of the members already in the store -- FINISHED train runs whose
 logged config matches this one's in every key a member's training reads (``model``, ``augment``,
 ``train`` but its verbosity and checkpoint folder, ``data.val_size``/``train_limit``; not the seed),
