@@ -50,3 +50,18 @@ def test_the_config_round_trips():
     layer = ElasticDistortion(20.0, 3.0, 0.25, seed=4)
     again = ElasticDistortion.from_config(layer.get_config())
     assert (again.alpha, again.sigma, again.factor) == (20.0, 3.0, (0.25, 0.25))
+
+
+def test_it_runs_in_tf_data_with_an_unknown_batch_size():
+    """tf.data gives the map an unknown batch size (the last batch is short); Keras' layer needed a static one."""
+    import tensorflow as tf
+
+    layer = ElasticDistortion(34.0, 4.0, 1.0, seed=1)
+    x = np.zeros((40, 28, 28, 1), np.float32)
+    x[:, 8:20, 12:16] = 1.0
+    batches = [np.asarray(b) for b in tf.data.Dataset.from_tensor_slices(x).batch(16).map(
+        lambda b: layer(b, training=True))]
+    assert [len(b) for b in batches] == [16, 16, 8]
+    for b in batches:
+        flat = b.reshape(len(b), -1)
+        assert (np.abs(flat[:, None] - flat[None]).max(axis=2) + np.eye(len(b))).min() > 0.05  # each its own field
