@@ -27,7 +27,7 @@ from train_speed import config_arguments  # noqa: E402
 from mnist99 import tracking  # noqa: E402
 from mnist99.config import Config, flatten, load_config  # noqa: E402
 from mnist99.data import make_splits  # noqa: E402
-from mnist99.ensemble import average  # noqa: E402
+from mnist99.ensemble import member_weights, score  # noqa: E402
 
 IGNORED = {"train.verbose", "train.checkpoint_dir"}  # change nothing a member learns
 
@@ -62,12 +62,14 @@ def main() -> None:
     models = [reuse_member(run.info.run_id) for run in found]
     probs = {"val": predict_members(models, splits.x_val), "test": predict_members(models, splits.x_test)}
     labels = {"val": splits.y_val, "test": splits.y_test}
+    everyone = score(probs, labels, member_weights(len(models)))  # the ensemble stage's own scoring
     members = [{"run_id": run.info.run_id, "seed": run.data.params.get("seed"),
-                **{f"{s}_accuracy": float(np.mean(probs[s][i].argmax(axis=1) == labels[s])) for s in probs}}
-               for i, run in enumerate(found)]
+                **{f"{s}_accuracy": everyone[f"member_{i}_{s}_accuracy"] for s in probs}}
+               for i, run in enumerate(found, start=1)]
     subsets = list(itertools.combinations(range(len(models)), args.size))
-    ensembles = {s: [float(np.mean(average([probs[s][i] for i in subset]).argmax(axis=1) == labels[s]))
-                     for subset in subsets] for s in probs}
+    scored = [score({s: [probs[s][i] for i in subset] for s in probs}, labels, member_weights(args.size))
+              for subset in subsets]
+    ensembles = {s: [subset[f"{s}_accuracy"] for subset in scored] for s in probs}
     print(json.dumps({"members": members, "size": args.size, "subsets": len(subsets),
                       **{f"{s}_accuracy": spread(ensembles[s], args.target) for s in ensembles}}))
 

@@ -3,7 +3,7 @@
     MNIST99_DATA=../shared/data/mnist python benchmarks/input_bound.py -c configs/default.yaml [--steps 150]
 
 1. ``input_only``: the host training pipeline exactly as ``mnist99 train`` builds it (uint8 ->
-   float, augmentation in a parallel ``map``, prefetch), iterated with no model;
+   float and augmentation in a ``map`` that takes one batch at a time, prefetch), iterated with no model;
 2. ``model_only``: the net alone, ``fit`` on a few batches from that pipeline cached in memory and
    repeated, so the step does no input work at all;
 3. ``fit``: what training runs -- the pipeline feeding the model, or, with
