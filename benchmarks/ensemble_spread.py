@@ -9,7 +9,7 @@ logged config matches this one's in every key a member's training reads (``model
 ``train`` but its verbosity and checkpoint folder, ``data.val_size``/``train_limit``; not the seed),
 and whose logged validation split is this config's -- on the validation and test splits, and prints
 one JSON line: each member's accuracies, and over the subsets min / median / mean / max and the share
-at or above ``--target``. A key a run did not log (it predates the key) is not compared. Trains
+at or above ``--target``. A key a run did not log (a run of an older mnist99) is not compared. Trains
 nothing: the members come from earlier ``mnist99 run`` / ``ensemble`` / ``train`` runs.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ from train_speed import config_arguments  # noqa: E402
 from mnist99 import tracking  # noqa: E402
 from mnist99.config import Config, flatten, load_config  # noqa: E402
 from mnist99.data import make_splits  # noqa: E402
-from mnist99.ensemble import member_weights, score  # noqa: E402
+from mnist99.delivery.ensemble import member_weights, score  # noqa: E402
 
 IGNORED = {"train.verbose", "train.checkpoint_dir"}  # change nothing a member learns
 
@@ -57,9 +57,10 @@ def main() -> None:
     if len(found) < args.size:
         sys.exit(f"ensemble_spread: {len(found)} matching FINISHED train runs in {tracking.tracking_uri(cfg)}, "
                  f"need at least --size {args.size}")
-    from mnist99.stages.ensemble import predict_members, reuse_member
+    from mnist99.delivery.ensemble import predict_members
+    from mnist99.delivery.loading import load_run_model
 
-    models = [reuse_member(run.info.run_id) for run in found]
+    models = [load_run_model(run.info.run_id) for run in found]
     probs = {"val": predict_members(models, splits.x_val), "test": predict_members(models, splits.x_test)}
     labels = {"val": splits.y_val, "test": splits.y_test}
     everyone = score(probs, labels, member_weights(len(models)))  # the ensemble stage's own scoring

@@ -7,7 +7,7 @@ Why a script beside ``train_speed.py`` and ``inference.py``: the GPU machines le
 carry JAX but no TensorFlow (whose CUDA wheels, gigabytes, cannot be carried there). So this runs
 mnist99's recipe -- the same config, split, model, optimiser and schedule, callbacks, augmentation
 layers and ensemble math -- on whichever Keras backend is active, through the same
-:class:`mnist99.training.trainer.Trainer` that ``mnist99 run`` trains on a GPU (the uint8 images in
+:class:`mnist99.training.augmented_net.AugmentedNet` that ``mnist99 run`` trains on a GPU (the uint8 images in
 device memory, fed as indices, augmented inside the compiled train step). What differs from ``mnist99
 run``: no ``tf.data`` (off the device the images come as float arrays, augmented in the step), and
 nothing is logged to MLflow, evaluated in depth or exported. Every clock includes the XLA
@@ -17,7 +17,7 @@ line). Runs on a CPU too, slowly (a test runs it at smoke size).
 Prints one JSON line per result (and appends it to ``--out``): ``baseline`` and ``member_<i>``
 (seconds to 99% validation accuracy, test accuracy, images/s), ``ensemble`` (members' and ensemble's
 val/test accuracy, gain, disagreement, wall seconds) and ``inference`` (images/s at batch 256, p50/p95
-latency for one image). Not a test: timings are reported (README, issue notes), never asserted.
+latency for one image). Not a test: timings are reported (README, benchmarks/results/), never asserted.
 """
 from __future__ import annotations
 
@@ -31,29 +31,15 @@ from inference import latency, throughput
 from train_speed import baseline, speed_arguments, time_to_99, timing
 
 from mnist99.config import Config, load_config
+from mnist99.constants import EVAL_BATCH, NUM_CLASSES
 from mnist99.data import make_splits
-from mnist99.ensemble import combine, member_plan, score
+from mnist99.data.model_input import to_model_input
+from mnist99.delivery.ensemble import combine, member_plan, score
 from mnist99.models import build_model
+from mnist99.reports.metrics import accuracy
+from mnist99.training.augmented_net import build_augmented_net
+from mnist99.training.devices import device_name
 from mnist99.training.recipe import compile_model, configure_runtime, resolve_data_on_device, standard_callbacks
-from mnist99.training.trainer import build_trainer
-
-
-def device() -> str:
-    """The accelerator Keras computes on, in words (the JAX device kind, e.g. 'NVIDIA H200')."""
-    if keras.config.backend() == "jax":
-        import jax
-
-        return jax.devices()[0].device_kind
-    if keras.config.backend() == "tensorflow":
-        from mnist99.tracking import device_name
-
-        return device_name()
-    return keras.config.backend()
-
-
-def as_input(images: np.ndarray) -> np.ndarray:
-    """uint8 (N, 28, 28) -> float32 (N, 28, 28, 1) in [0, 1], as :func:`mnist99.pipeline.to_model_input`."""
-    return (images.astype("float32") / 255.0)[..., None]
 
 
 def train_member(cfg: Config, data: dict, every_steps: int) -> tuple[keras.Model, dict]:
@@ -62,19 +48,19 @@ def train_member(cfg: Config, data: dict, every_steps: int) -> tuple[keras.Model
     configure_runtime(cfg)
     images = data["images"]  # uint8, the train images then the validation ones
     on_device = resolve_data_on_device(cfg.train.data_on_device, images.nbytes)
-    trainer = build_trainer(cfg, build_model(cfg.model), images if on_device else None)
+    wrapped = build_augmented_net(cfg, build_model(cfg.model), images if on_device else None)
     n_train, y = len(data["y_train"]), data["y_train"]
-    # With the images on the device the trainer takes indices: train ones, then validation ones.
+    # With the images on the device the wrapped model takes indices: train ones, then validation ones.
     x, x_val = (np.arange(n_train), np.arange(n_train, len(images))) if on_device else (data["x_train"], data["x_val"])
-    compile_model(cfg, math.ceil(n_train / cfg.train.batch_size), jit_compile=True, model=trainer)  # fit's steps
+    compile_model(cfg, math.ceil(n_train / cfg.train.batch_size), jit_compile=True, model=wrapped)  # fit's steps
     to99 = time_to_99(x_val, data["y_val"], every_steps)  # fit's validation input: one compiled program for both
     start = time.perf_counter()
-    history = trainer.fit(x, y, batch_size=cfg.train.batch_size, epochs=cfg.train.epochs, shuffle=True,
+    history = wrapped.fit(x, y, batch_size=cfg.train.batch_size, epochs=cfg.train.epochs, shuffle=True,
                           validation_data=(x_val, data["y_val"]), callbacks=standard_callbacks(cfg, to99),
                           verbose=cfg.train.verbose)
     seconds = time.perf_counter() - start
     epochs = len(history.epoch)
-    return trainer.net, {**timing(to99), "train_seconds": seconds, "epochs_run": epochs, "data_on_device": on_device,
+    return wrapped.net, {**timing(to99), "train_seconds": seconds, "epochs_run": epochs, "data_on_device": on_device,
                          "train_images_per_second": n_train * epochs / seconds}
 
 
@@ -90,7 +76,7 @@ def main() -> None:
 
         jax.config.update("jax_compilation_cache_dir", args.compile_cache)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    where = {"device": device(), "backend": keras.config.backend(), "keras": keras.__version__,
+    where = {"device": device_name(), "backend": keras.config.backend(), "keras": keras.__version__,
              "compile_cache": args.compile_cache}
 
     def report(name: str, result: dict) -> None:
@@ -102,10 +88,10 @@ def main() -> None:
 
     start = time.perf_counter()
     splits = make_splits(cfg.data, cfg.seed)
-    onehot = lambda labels: keras.utils.to_categorical(labels, 10)  # noqa: E731
+    onehot = lambda labels: keras.utils.to_categorical(labels, NUM_CLASSES)  # noqa: E731
     data = {"images": np.concatenate([splits.x_train, splits.x_val]),
-            "x_train": as_input(splits.x_train), "y_train": onehot(splits.y_train),
-            "x_val": as_input(splits.x_val), "y_val": onehot(splits.y_val), "x_test": as_input(splits.x_test)}
+            "x_train": to_model_input(splits.x_train), "y_train": onehot(splits.y_train),
+            "x_val": to_model_input(splits.x_val), "y_val": onehot(splits.y_val), "x_test": to_model_input(splits.x_test)}
     if not args.skip_baseline:
         keras.utils.set_random_seed(cfg.seed)
         report("baseline", baseline(np.concatenate([splits.x_train, splits.x_val]),
@@ -119,9 +105,8 @@ def main() -> None:
         net, result = train_member(member_cfg, data, args.check_every)
         nets.append(net)
         for split in ("val", "test"):
-            probs[split].append(np.asarray(net.predict(data[f"x_{split}"], batch_size=1024, verbose=0)))
-        accuracy = float(np.mean(probs["test"][-1].argmax(axis=1) == splits.y_test))
-        report(f"member_{i}", {**result, "test_accuracy": accuracy, "seed": member_cfg.seed})
+            probs[split].append(np.asarray(net.predict(data[f"x_{split}"], batch_size=EVAL_BATCH, verbose=0)))
+        report(f"member_{i}", {**result, "test_accuracy": accuracy(probs["test"][-1], splits.y_test), "seed": member_cfg.seed})
     metrics = score(probs, {"val": splits.y_val, "test": splits.y_test}, None)
     report("ensemble", {**metrics, "members": len(nets), "wall_seconds": time.perf_counter() - start})
     ensemble = combine(nets)

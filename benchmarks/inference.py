@@ -70,7 +70,8 @@ def main() -> None:
     import tensorflow as tf
 
     from mnist99 import tracking
-    from mnist99.inference import load_ensemble
+    from mnist99.delivery.loading import load_ensemble
+    from mnist99.training.devices import device_name
 
     cfg = load_config()
     if ":/" in args.model:
@@ -88,7 +89,7 @@ def main() -> None:
         "latency_ms_p50": round(paths[quickest]["latency_ms_p50"], 3),
         "latency_ms_p95": round(paths[quickest]["latency_ms_p95"], 3), "latency_path": quickest,
         "paths": {name: {k: round(v, 3) for k, v in row.items()} for name, row in paths.items()},
-        "device": tracking.device_name(), "cpu_count": os.cpu_count(), "machine": platform.machine(),
+        "device": device_name(), "cpu_count": os.cpu_count(), "machine": platform.machine(),
         "tensorflow": tf.__version__,
     }))
 

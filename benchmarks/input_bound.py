@@ -8,7 +8,7 @@
    repeated, so the step does no input work at all;
 3. ``fit``: what training runs -- the pipeline feeding the model, or, with
    ``--set train.data_on_device=true``, index batches feeding the
-   :class:`~mnist99.training.trainer.Trainer` that gathers and augments inside the step.
+   :class:`~mnist99.training.augmented_net.AugmentedNet` that gathers and augments inside the step.
 
 If ``fit`` runs at (nearly) the ``model_only`` rate, the model bounds the step; ``input_share`` =
 1 - fit / model_only is what the input work (wherever it runs) costs the step. ``input_only`` runs
@@ -33,11 +33,11 @@ from mnist99.config import load_config
 from mnist99.data import make_splits
 
 
-def fit_rate(trainer, dataset, steps: int, batch: int) -> float:
+def fit_rate(wrapped, dataset, steps: int, batch: int) -> float:
     """Training images/s of ``fit`` over ``steps`` steps, after a first ``fit`` of as many to warm up."""
-    trainer.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0)
+    wrapped.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0)
     start = time.perf_counter()
-    trainer.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0)
+    wrapped.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0)
     return steps * batch / (time.perf_counter() - start)
 
 
@@ -72,7 +72,7 @@ def main() -> None:
     for round_ in range(1, args.rounds + 1):  # interleaved: this machine's speed drifts over minutes
         for what, rate in (("input_only", lambda: input_rate(host.repeat(), steps, batch)),
                            ("model_only", lambda: fit_rate(setup.model, cached, steps, batch)),
-                           ("fit", lambda: fit_rate(setup.trainer, setup.train_ds.repeat(), steps, batch))):
+                           ("fit", lambda: fit_rate(setup.fitted, setup.train_ds.repeat(), steps, batch))):
             measured[what].append(rate())
             print(json.dumps({"what": what, "round": round_, "images_per_s": measured[what][-1], **where}), flush=True)
     rates = {what: statistics.median(values) for what, values in measured.items()}

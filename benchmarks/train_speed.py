@@ -4,7 +4,7 @@
 
 Prints one JSON line per model (seconds to first reach 99.0% validation accuracy, final test
 accuracy, training images/s, peak process RSS) and a ratio line. Not a test: timings depend on the
-machine, so they are reported (README, issue notes), never asserted. Costs ~12 min on 2 CPU cores.
+machine, so they are reported (README, benchmarks/results/), never asserted. Costs ~12 min on 2 CPU cores.
 
 Both models are checked the same two ways: at each epoch's end (Keras' validation pass:
 ``seconds_to_val_99_epoch_end``), and every ``--check-every`` training steps of 128 images
@@ -25,7 +25,10 @@ import numpy as np
 import psutil
 
 from mnist99.config import load_config
+from mnist99.constants import NUM_CLASSES, TARGET_ACCURACY
 from mnist99.data import make_splits
+from mnist99.data.model_input import to_model_input
+from mnist99.models import build_model
 from mnist99.training.callbacks import TimeToAccuracy
 
 
@@ -50,7 +53,7 @@ class PeakRss:
 
 
 def time_to_99(val_x, val_y, every_steps: int) -> TimeToAccuracy:
-    return TimeToAccuracy(0.99, validation_data=(val_x, val_y) if every_steps else None,
+    return TimeToAccuracy(TARGET_ACCURACY, validation_data=(val_x, val_y) if every_steps else None,
                           every_steps=every_steps or None)
 
 
@@ -66,23 +69,17 @@ def baseline(x_train, y_train, x_test, y_test, epochs: int, every_steps: int) ->
     The split is made as ``validation_split=0.1`` makes it (the last 10%, unshuffled), explicitly so
     that the finer check sees the same validation images as Keras' epoch-end pass.
     """
-    model = keras.Sequential([
-        keras.Input((28, 28, 1)),
-        keras.layers.Conv2D(32, 3, activation="relu"), keras.layers.MaxPooling2D(),
-        keras.layers.Conv2D(64, 3, activation="relu"), keras.layers.MaxPooling2D(),
-        keras.layers.Flatten(), keras.layers.Dropout(0.5), keras.layers.Dense(10, activation="softmax"),
-    ])
+    model = build_model(load_config([], ["model.name=convnet", "model.dropout=0.5"]).model)  # keras.io's dropout
     model.compile(loss="categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
-    x = x_train.astype("float32")[..., None] / 255
-    y = keras.utils.to_categorical(y_train, 10)
+    x = to_model_input(x_train)
+    y = keras.utils.to_categorical(y_train, NUM_CLASSES)
     cut = int(len(x) * 0.9)
     to99 = time_to_99(x[cut:], y[cut:], every_steps)
     start = time.perf_counter()
     model.fit(x[:cut], y[:cut], batch_size=128, epochs=epochs, validation_data=(x[cut:], y[cut:]),
               callbacks=[to99], verbose=2)
     seconds = time.perf_counter() - start
-    _, test_acc = model.evaluate(x_test.astype("float32")[..., None] / 255,
-                                 keras.utils.to_categorical(y_test, 10), verbose=0)
+    _, test_acc = model.evaluate(to_model_input(x_test), keras.utils.to_categorical(y_test, NUM_CLASSES), verbose=0)
     return {**timing(to99), "test_accuracy": test_acc, "train_seconds": seconds, "epochs": epochs,
             "train_images_per_second": cut * epochs / seconds}
 

@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from mnist99.config import load_config
-    from mnist99.stages.ui import free_port, serving
+    from mnist99.tracking.server import free_port, serving
 
     cfg = load_config([], [f"tracking.uri={args.store}"])
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # nothing to report from a screenshot run

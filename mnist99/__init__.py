@@ -9,7 +9,7 @@ __version__ = "0.1.0"
 def __getattr__(name: str):
     """``mnist99.load_ensemble`` on first use: importing mnist99 must not load TensorFlow."""
     if name == "load_ensemble":
-        from mnist99.inference import load_ensemble
+        from mnist99.delivery.loading import load_ensemble
 
         return load_ensemble
     raise AttributeError(f"module 'mnist99' has no attribute {name!r}")

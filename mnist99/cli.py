@@ -90,8 +90,8 @@ def sigterm_interrupts() -> Iterator[None]:
 
 def main(argv: list[str] | None = None, stage: str | None = None) -> int:
     """Entry point; ``stage`` fixes the sub-command (for ``pipelines/<stage>.py``)."""
-    import_tensorflow_quietly()
     args = build_parser().parse_args(([stage] if stage else []) + list(sys.argv[1:] if argv is None else argv))
+    import_tensorflow_quietly()  # after parsing: `mnist99 --help` and usage errors do not pay for it
     try:
         with sigterm_interrupts():
             run_stage(args.stage, args)

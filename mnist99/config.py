@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
-from mnist99.errors import ConfigError
+from mnist99.errors import ConfigError, first_line
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 
@@ -151,7 +151,7 @@ class TrainConfig(Section):
     jit_compile: Literal["auto"] | bool = "auto"  # auto: XLA on GPU only (slower on CPU, measured)
     strategy: Literal["auto", "mirrored", "none"] = "auto"
     # the uint8 train+val images in device memory, gathered and augmented inside the compiled step
-    # (mnist99.training.trainer); auto: on a GPU when they fit
+    # (mnist99.training.augmented_net); auto: on a GPU when they fit
     data_on_device: Literal["auto"] | bool = "auto"
     verbose: int = Field(2, ge=0, le=2)  # keras fit verbosity
     checkpoint_dir: str = "checkpoints"  # per-epoch backups, so a killed run resumes where it stopped
@@ -185,7 +185,7 @@ class TrackingConfig(Section):
 
 
 class DiagnosticsConfig(Section):
-    """Per-epoch training diagnostics (mnist99.diagnostics), computed on one fixed validation batch."""
+    """Per-epoch training diagnostics (mnist99.training.diagnostics), computed on one fixed validation batch."""
 
     enabled: bool = False  # off by default: studies switch it on; costs one extra forward+backward per epoch
     batch_size: int = Field(256, ge=1, le=10000)  # the first N validation images, the same every epoch
@@ -293,8 +293,7 @@ def _typed_by_user(what: str) -> Iterator[None]:
     except ConfigError:
         raise
     except Exception as exc:  # noqa: BLE001 - see the docstring; found by tests/test_config_fuzz.py
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ConfigError(f"{what}: {reason}") from None
+        raise ConfigError(f"{what}: {first_line(exc)}") from None
 
 
 def _read_yaml(path: Path) -> Any:

@@ -23,3 +23,9 @@ class ModelLoadError(Mnist99Error):
 
 class TrackingError(Mnist99Error):
     """The MLflow store cannot be opened or written (bad path, not a database, locked too long)."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none): a one-line error
+    names the cause without the rest of a library's multi-line explanation or traceback."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from mnist99.augment import AUGMENT_OPS, build_augmenter
 from mnist99.config import AugmentConfig, ModelConfig, load_config
+from mnist99.data.augment import AUGMENT_OPS, build_augmenter
+from mnist99.data.model_input import to_model_input
 from mnist99.models import MODELS, build_model
-from mnist99.pipeline import to_model_input
 from tests.conftest import assert_takes_a_training_step
 
 
@@ -29,9 +29,9 @@ def test_each_op_keeps_shape_and_range_and_changes_the_image(op):
 
 FIRST_BATCH = """
 import hashlib, sys, keras, numpy as np
-from mnist99.augment import build_augmenter
+from mnist99.data.augment import build_augmenter
 from mnist99.config import AugmentConfig
-from mnist99.pipeline import make_dataset
+from mnist99.data.batches import make_dataset
 seed = int(sys.argv[1])
 keras.utils.set_random_seed(seed)  # as training does (configure_runtime)
 x = np.random.default_rng(0).integers(0, 255, (64, 28, 28)).astype(np.uint8)
@@ -58,7 +58,7 @@ def test_augmentation_is_reproducible_across_processes_with_a_seed():
 def test_each_op_in_tf_data_keeps_every_image_its_own(op):
     """In tf.data no two augmented images of a batch are the same (Keras 3.15's elastic op, given an
     unknown batch size, pasted one distorted image over half the batch)."""
-    from mnist99.pipeline import make_dataset
+    from mnist99.data.batches import make_dataset
 
     cfg = AugmentConfig()
     for other in AUGMENT_OPS.names():
@@ -83,7 +83,7 @@ def test_each_op_in_tf_data_keeps_every_image_its_own(op):
 def test_no_two_training_batches_share_their_random_draws(op):
     """Keras 3.15's SeedGenerator reads and then bumps its state, so tf.data map calls running in
     parallel drew the same seed: of 40 batches of one image, 3 pairs came out identical (rotation)."""
-    from mnist99.pipeline import make_dataset
+    from mnist99.data.batches import make_dataset
 
     cfg = AugmentConfig()
     for other in AUGMENT_OPS.names():

@@ -18,7 +18,7 @@ from PIL import Image
 
 from mnist99.cli import main
 from mnist99.errors import ConfigError
-from tests.conftest import SMOKE, real_data_dir
+from tests.conftest import SMOKE, real_data_dir, require_real_data
 from tests.test_images import bad_files, drawn_seven
 
 LABELS = "t10k-labels-idx1-ubyte.gz"
@@ -236,8 +236,8 @@ def config_files(root: Path) -> None:
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, world, capsys):
     name, stage, args, expected, *flags = case
-    if NEEDS_MNIST in flags and real_data_dir() is None:
-        pytest.skip("MNIST99_DATA not set")
+    if NEEDS_MNIST in flags:
+        require_real_data()
     fill = {"root": world.root, "good": world.root / "seven.png"}
     args = [a.format(**fill) for a in args]
     before = snapshot(world.root)

@@ -6,14 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, real_data_dir
+from tests.conftest import ROOT, require_real_data
 
 pytestmark = pytest.mark.integration
 
 
 def run_benchmark(script: str, *args: str, cache: Path) -> list[dict]:
-    if real_data_dir() is None:
-        pytest.skip("MNIST99_DATA is not set to the folder of the four MNIST files")
+    require_real_data()
     out = subprocess.run([sys.executable, f"benchmarks/{script}", "-c", "configs/smoke.yaml",
                           "--set", f"data.cache_dir={cache}", *args],
                          cwd=ROOT, check=True, capture_output=True, text=True, timeout=300)

@@ -7,7 +7,7 @@ import pytest
 from mnist99.data import idx, sources
 from mnist99.data.splits import make_splits, stratified_subset
 from mnist99.errors import DataError
-from tests.conftest import real_data_dir
+from tests.conftest import require_real_data
 
 
 def idx_bytes(arr: np.ndarray, magic: int | None = None) -> bytes:
@@ -80,9 +80,7 @@ def test_stratified_subset_keeps_class_balance():
 
 @pytest.mark.integration
 def test_real_mnist_split_and_cache(tmp_path):
-    data = real_data_dir()
-    if data is None:
-        pytest.skip("MNIST99_DATA not set")
+    data = require_real_data()
     from mnist99.config import DataConfig
 
     cfg = DataConfig(path=str(data), cache_dir=str(tmp_path / "cache"))
@@ -99,9 +97,7 @@ def test_real_mnist_split_and_cache(tmp_path):
 
 @pytest.mark.integration
 def test_corrupted_file_leaves_no_cache(tmp_path):
-    data = real_data_dir()
-    if data is None:
-        pytest.skip("MNIST99_DATA not set")
+    data = require_real_data()
     bad = tmp_path / "bad"
     shutil.copytree(data, bad)
     target = bad / "t10k-labels-idx1-ubyte.gz"

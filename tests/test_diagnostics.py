@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mnist99.config import DiagnosticsConfig
-from mnist99.diagnostics import OVERFIT_TAG, TrainingDiagnostics, for_validation, metric_name, overfit_epoch
+from mnist99.training.diagnostics import OVERFIT_TAG, TrainingDiagnostics, for_validation, metric_name, overfit_epoch
 
 FALLING = [1.0, 0.8, 0.6, 0.5, 0.4, 0.3]
 

@@ -4,7 +4,7 @@ half the share)."""
 import numpy as np
 import pytest
 
-from mnist99.augment import ElasticDistortion
+from mnist99.data.augment import ElasticDistortion
 
 GRID = np.arange(28, dtype="float32")
 

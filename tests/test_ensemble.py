@@ -6,7 +6,7 @@ import mlflow
 import numpy as np
 import pytest
 
-from mnist99.ensemble import as_ensemble, average, combine, member_weights, members_of
+from mnist99.delivery.ensemble import as_ensemble, average, combine, member_weights, members_of
 
 
 @pytest.fixture
@@ -63,7 +63,7 @@ def test_bad_weights_are_refused(weights):
 
 
 def test_scores_gain_and_disagreement():
-    from mnist99.ensemble import disagreement, score
+    from mnist99.delivery.ensemble import disagreement, score
 
     eye = np.eye(10)
     labels = np.array([0, 1, 2, 3])

@@ -8,8 +8,8 @@ import types
 import numpy as np
 import pytest
 
-from mnist99 import plots
-from mnist99.evaluation import (
+from mnist99.reports import plots
+from mnist99.reports.evaluation import (
     calibration_bins,
     evaluate_predictions,
     expected_calibration_error,
@@ -119,7 +119,7 @@ def test_evaluate_model_logs_the_pack(store, tiny_splits):
     import mlflow
 
     from mnist99.config import load_config
-    from mnist99.ensemble import combine
+    from mnist99.delivery.ensemble import combine
     from mnist99.stages.evaluate import evaluate_model
 
     cfg = load_config()
@@ -145,7 +145,6 @@ def test_evaluate_model_logs_the_pack(store, tiny_splits):
 
 def test_evaluate_stage_on_a_keras_file_and_on_a_run(store, tiny_splits, tmp_path, monkeypatch):
     """``--model FILE`` opens a new run ``evaluate-<stem>``; ``--run-id`` logs into the run it evaluates."""
-    pytest.importorskip("mnist99.inference")
     import mlflow
 
     from mnist99 import tracking

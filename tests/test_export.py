@@ -7,9 +7,9 @@ import mlflow
 import numpy as np
 import pytest
 
-from mnist99.ensemble import combine
+from mnist99.delivery.ensemble import combine
+from mnist99.delivery.loading import load_ensemble
 from mnist99.errors import ModelLoadError
-from mnist99.inference import load_ensemble
 from tests.conftest import ROOT, SMOKE
 
 

@@ -1,11 +1,12 @@
 """benchmarks/gpu.py: mnist99's recipe on any Keras backend (the lent GPU machines have JAX, no TensorFlow)."""
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import require_real_data
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -16,9 +17,9 @@ def test_config_and_recipe_load_without_tracking_tuning_or_tf_data():
         "import sys\n"
         "from mnist99.config import load_config\n"
         "load_config(['configs/default.yaml', 'configs/gpu.yaml'])\n"
-        "import mnist99.augment, mnist99.data, mnist99.ensemble, mnist99.training.callbacks\n"
+        "import mnist99.data.augment, mnist99.data, mnist99.delivery.ensemble, mnist99.training.callbacks\n"
         "import mnist99.training.recipe\n"
-        "print([m for m in ('mlflow', 'keras_tuner', 'mnist99.pipeline', 'mnist99.training.fit',"
+        "print([m for m in ('mlflow', 'keras_tuner', 'mnist99.data.batches', 'mnist99.training.fit',"
         " 'mnist99.tracking') if m in sys.modules])\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
@@ -27,8 +28,7 @@ def test_config_and_recipe_load_without_tracking_tuning_or_tf_data():
 
 @pytest.mark.slow
 def test_gpu_benchmark_trains_scores_and_times_an_ensemble(tmp_path):
-    if not os.environ.get("MNIST99_DATA"):
-        pytest.skip("MNIST99_DATA is not set to the folder of the four MNIST files")
+    require_real_data()
     out = tmp_path / "gpu.jsonl"
     subprocess.run([sys.executable, "benchmarks/gpu.py", "-c", "configs/smoke.yaml", "--baseline-epochs", "1",
                     "--check-every", "2", "--out", str(out), "--set", f"data.cache_dir={tmp_path / 'cache'}"],

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image, ImageDraw
 
+from mnist99.data.images import MAX_PIXELS, check_batch, load_image, to_mnist_digit
 from mnist99.errors import InputError
-from mnist99.images import MAX_PIXELS, check_batch, load_image, to_mnist_digit
 
 
 def drawn_seven(size=(600, 800), ink="black", paper="white", mode="RGB") -> Image.Image:

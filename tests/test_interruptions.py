@@ -10,7 +10,7 @@ import time
 import mlflow
 import pytest
 
-from tests.conftest import ROOT, SMOKE, real_data_dir
+from tests.conftest import ROOT, SMOKE, require_real_data
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -29,8 +29,7 @@ def runs_of(store: str, stage: str):
 
 def test_sigterm_ends_the_run_killed(tmp_path, store):
     """``kill <pid>`` during training: the run ends KILLED (not RUNNING forever) and the command exits non-zero."""
-    if real_data_dir() is None:
-        pytest.skip("MNIST99_DATA not set")
+    require_real_data()
     cmd = stage_command(tmp_path, "train", "train.epochs=30", "train.early_stopping.enabled=false")
     env = {**os.environ, "MLFLOW_TRACKING_URI": store}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -60,8 +59,7 @@ def test_sigterm_ends_the_run_killed(tmp_path, store):
 
 def test_two_stages_started_at_once_on_a_new_store_both_finish(tmp_path, store):
     """Two ``prepare`` at once on a store that does not exist yet: both create it (one waits), both FINISHED."""
-    if real_data_dir() is None:
-        pytest.skip("MNIST99_DATA not set")
+    require_real_data()
     env = {**os.environ, "MLFLOW_TRACKING_URI": store}
     procs = [subprocess.Popen(stage_command(tmp_path / str(i), "prepare", "tracking.system_metrics=false"),
                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

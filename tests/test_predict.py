@@ -11,7 +11,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from mnist99.cli import main
-from mnist99.images import load_image
+from mnist99.data.images import load_image
 
 
 @pytest.fixture(scope="module")

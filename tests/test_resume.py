@@ -8,14 +8,13 @@ import time
 import mlflow
 import pytest
 
-from tests.conftest import ROOT, SMOKE, real_data_dir
+from tests.conftest import ROOT, SMOKE, require_real_data
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_sigkill_then_rerun_resumes_the_same_run(tmp_path, store):
-    if real_data_dir() is None:
-        pytest.skip("MNIST99_DATA not set")
+    require_real_data()
     epochs = 5
     cmd = [sys.executable, "-m", "mnist99.cli", "train", "-c", str(SMOKE),
            "--set", f"train.epochs={epochs}", "--set", "data.train_limit=4000",
@@ -59,7 +58,7 @@ def test_sigkill_then_rerun_resumes_the_same_run(tmp_path, store):
     steps = [m.step for m in client.get_metric_history(killed.info.run_id, "loss")]
     assert sorted(steps) == list(range(1, epochs + 1))  # contiguous, none twice
     assert not any((tmp_path / "ckpt").iterdir())  # a finished job leaves no checkpoints
-    from mnist99.inference import load_ensemble
+    from mnist99.delivery.loading import load_ensemble
 
     model = load_ensemble(f"runs:/{killed.info.run_id}/model/model.keras")
     assert model.count_params() > 0

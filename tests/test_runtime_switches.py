@@ -5,7 +5,7 @@ import pytest
 
 from mnist99.config import load_config
 from mnist99.training.fit import distribution_strategy, train_model
-from mnist99.training.recipe import resolve_jit
+from mnist99.training.recipe import resolve_data_on_device, resolve_jit
 
 
 @pytest.fixture(autouse=True)
@@ -35,13 +35,31 @@ def test_mixed_precision_and_xla_train_a_step(tiny_splits, mixed, jit):
 
 
 def test_auto_settings_follow_the_hardware():
+    """Every ``auto`` follows what the backend sees: XLA, the images on the device and MirroredStrategy
+    (several GPUs) on this machine's hardware; explicit settings win."""
     import tensorflow as tf
 
-    has_gpu = bool(tf.config.list_physical_devices("GPU"))
-    assert resolve_jit("auto") is has_gpu
+    from mnist99.training.devices import gpu_names, has_gpu
+
+    assert resolve_jit("auto") is has_gpu()
+    assert resolve_data_on_device("auto", 47 * 2**20) is has_gpu()
+    several = len(gpu_names()) > 1
+    assert isinstance(distribution_strategy("auto"), tf.distribute.MirroredStrategy) is several
     assert resolve_jit(True) is True and resolve_jit(False) is False
     assert isinstance(distribution_strategy("mirrored"), tf.distribute.MirroredStrategy)
     assert not isinstance(distribution_strategy("none"), tf.distribute.MirroredStrategy)
+
+
+def test_auto_settings_turn_on_with_a_gpu(monkeypatch):
+    """With a GPU seen (faked here: the probe answers yes), ``auto`` turns XLA and the on-device images on."""
+    from mnist99.training import recipe
+
+    monkeypatch.setattr(recipe, "has_gpu", lambda: True)
+    assert recipe.resolve_jit("auto") is True
+    assert recipe.resolve_data_on_device("auto", 47 * 2**20) is True
+    assert recipe.resolve_data_on_device("auto", recipe.DEVICE_DATA_LIMIT_BYTES + 1) is False
+    monkeypatch.setattr(recipe, "has_gpu", lambda: False)
+    assert recipe.resolve_jit("auto") is False and recipe.resolve_data_on_device("auto", 1) is False
 
 
 def test_ema_validates_on_averaged_weights(tiny_splits):

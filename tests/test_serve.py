@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist99.ensemble import combine
+from mnist99.delivery.ensemble import combine
 from tests.conftest import SMOKE
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]

@@ -5,11 +5,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mnist99 import comparison
 from mnist99.config import load_config
 from mnist99.errors import ConfigError
+from mnist99.reports import comparison
 from mnist99.stages.study import arm_configs
-from tests.conftest import ROOT, SMOKE, real_data_dir
+from tests.conftest import ROOT, SMOKE, require_real_data
 
 STUDIES = ROOT / "configs" / "studies"
 ARTIFACTS = {"comparison.csv", "comparison.md", "curves.png", "grad_norms_by_depth.png", "dead_units.png"}
@@ -93,8 +93,7 @@ def test_the_comparison_figures_draw_one_line_or_bar_per_arm():
 
 
 def run_smoke_study(name: str, tmp_path, arms: int | None = None):
-    if real_data_dir() is None:
-        pytest.skip("MNIST99_DATA is not set to the folder of the four MNIST files")
+    require_real_data()
     from mnist99.stages import study
 
     cfg = load_config([STUDIES / f"{name}.yaml", SMOKE], [f"data.cache_dir={tmp_path / 'cache'}"])

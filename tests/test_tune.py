@@ -18,7 +18,7 @@ import pytest
 
 from mnist99.config import Config, load_config, validate_config
 from mnist99.errors import ConfigError
-from tests.conftest import ROOT, SMOKE
+from tests.conftest import ROOT, SMOKE, require_real_data
 
 
 def with_space(space: dict, **tune) -> Config:
@@ -119,8 +119,7 @@ def test_the_project_name_follows_the_search_not_where_it_writes():
 # --- real searches at smoke size -------------------------------------------------------------
 
 def smoke_search_cfg(tmp_path: Path, *sets: str):
-    if not os.environ.get("MNIST99_DATA"):
-        pytest.skip("MNIST99_DATA is not set to the folder of the four MNIST files")
+    require_real_data()
     return [f"data.cache_dir={tmp_path / 'cache'}", f"tune.directory={tmp_path / 'tuning'}",
             f"tune.output={tmp_path / 'tuned.yaml'}", *sets]
 
@@ -276,8 +275,8 @@ def test_a_trial_lost_between_kerastuner_saves_is_run_again(tmp_path):
 def test_trials_table_ranks_trials_and_counts_epochs_from_the_resumed_one():
     from types import SimpleNamespace
 
-    from mnist99.plots import close
-    from mnist99.tuning.report import scores_figure, trials_table
+    from mnist99.reports.plots import close
+    from mnist99.reports.trials import scores_figure, trials_table
 
     def trial(tid, score, step, **values):
         hp = SimpleNamespace(values={"model.width": 8, **values})

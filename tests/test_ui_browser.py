@@ -24,7 +24,7 @@ from benchmarks.ui_screenshots import (
     is_top_level,
     use_ui_settings,
 )
-from mnist99.stages.ui import check_port_free, free_port, wait_until_up
+from mnist99.tracking.server import check_port_free, free_port, wait_until_up
 from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

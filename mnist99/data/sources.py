@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from mnist99.data.idx import KERAS_NPZ_SHA256, read_idx_folder, read_idx_set, read_npz
-from mnist99.errors import DataError
+from mnist99.errors import DataError, first_line
+from mnist99.files import atomic_open
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +48,9 @@ def load_cache(cache_dir: Path) -> dict[str, np.ndarray] | None:
 
 def write_cache(cache_dir: Path, arrays: dict[str, np.ndarray]) -> Path:
     """Write the arrays as one compressed npz, atomically (temporary file, then rename)."""
-    cache_dir.mkdir(parents=True, exist_ok=True)
     final = cache_dir / CACHE_NAME
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".mnist-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
-        os.replace(tmp, final)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_open(final, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
     return final
 
 
@@ -108,7 +102,7 @@ def load_mnist(path: str | None, cache_dir: str) -> tuple[dict[str, np.ndarray],
             raise  # a corrupt download is an error in itself, not a reason to try elsewhere
         except Exception as exc:  # network failures come in many types
             log.warning("MNIST from %s failed: %s", name, exc)
-            failures.append(f"{name}: {str(exc).splitlines()[0][:200]}")
+            failures.append(f"{name}: {first_line(exc)[:200]}")
             continue
         write_cache(cache, arrays)
         return arrays, name

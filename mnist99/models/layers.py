@@ -8,6 +8,7 @@ from __future__ import annotations
 import keras
 
 from mnist99.config import ModelConfig
+from mnist99.constants import NUM_CLASSES
 from mnist99.errors import ConfigError
 from mnist99.registry import Registry
 
@@ -135,5 +136,5 @@ def regularizer(cfg: ModelConfig) -> keras.regularizers.Regularizer | None:
 def classifier_head(x, cfg: ModelConfig):
     """Dropout then a float32 softmax over the 10 digits (float32 even under mixed precision)."""
     x = dropout(cfg)(x)
-    x = keras.layers.Dense(10, kernel_regularizer=regularizer(cfg), name="logits")(x)
+    x = keras.layers.Dense(NUM_CLASSES, kernel_regularizer=regularizer(cfg), name="logits")(x)
     return keras.layers.Activation("softmax", dtype="float32", name="probs")(x)

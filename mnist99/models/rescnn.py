@@ -10,6 +10,7 @@ from __future__ import annotations
 import keras
 
 from mnist99.config import ModelConfig
+from mnist99.constants import MODEL_INPUT_SHAPE
 from mnist99.models.layers import activation, batch_norm, classifier_head, initializer, regularizer, widening
 
 
@@ -35,7 +36,7 @@ def residual_block(x, filters: int, cfg: ModelConfig, strides: int = 1):
 
 
 def build(cfg: ModelConfig) -> keras.Model:
-    inputs = keras.Input((28, 28, 1), name="image")
+    inputs = keras.Input(MODEL_INPUT_SHAPE, name="image")
     x = activation(cfg)(conv_bn(inputs, cfg.width * widening(cfg), cfg, kernel=5, strides=2))  # 14x14
     for _ in range(cfg.depth - 1):
         x = residual_block(x, cfg.width, cfg)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import keras
 
 from mnist99.config import ModelConfig
+from mnist99.constants import MODEL_INPUT_SHAPE
 from mnist99.models.layers import activation, batch_norm, classifier_head, dropout, initializer, regularizer, widening
 
 
@@ -25,7 +26,7 @@ def dense_block(x, cfg: ModelConfig, name: str):
 
 
 def build(cfg: ModelConfig) -> keras.Model:
-    inputs = keras.Input((28, 28, 1), name="image")
+    inputs = keras.Input(MODEL_INPUT_SHAPE, name="image")
     x = keras.layers.Flatten()(inputs)
     x = keras.layers.Dense(cfg.width * widening(cfg), use_bias=False, kernel_initializer=initializer(cfg),
                            kernel_regularizer=regularizer(cfg), name="stem")(x)

@@ -1,8 +1,8 @@
 """Stage ``ensemble``: train N members (nested train runs) and average them, under one parent MLflow run.
 
 Reads: MNIST (see ``prepare``); optionally finished train runs to reuse (``ensemble.members[i].run_id``).
-A member whose FINISHED train run already exists (same resolved config, data, version and git
-commit: tag ``mnist99.cache_key``, see ``train.cache_key``) is reused, not retrained, so rerunning an
+A member whose FINISHED train run already exists (same resolved config, data, version and code:
+tag ``mnist99.cache_key``, see :mod:`mnist99.tracking.keys`) is reused, not retrained, so rerunning an
 interrupted ensemble trains only the members it had not finished; ``--force`` retrains them all.
 Writes: one nested train run per trained member, and a parent run with ``test_accuracy`` and
 ``val_accuracy`` (the ensemble's), ``member_<i>_{test,val}_accuracy``, ``best_member_test_accuracy``,
@@ -15,12 +15,11 @@ import argparse
 import time
 from contextlib import AbstractContextManager
 
-import numpy as np
-
 from mnist99 import tracking
 from mnist99.config import Config
 from mnist99.data import Splits, make_splits
-from mnist99.ensemble import member_plan, score
+from mnist99.delivery.ensemble import member_plan, predict_members, score
+from mnist99.reports.metrics import accuracy
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,25 +31,18 @@ def run_name(cfg: Config) -> str:
     return f"ensemble-{cfg.ensemble.size}x-{cfg.model.name}"
 
 
-def reuse_member(run_id: str):
-    """The model of a FINISHED train run, loaded in safe mode from its ``model/model.keras``."""
-    from mnist99.inference import load_ensemble
-
-    tracking.finished_run(run_id)
-    return load_ensemble(f"runs:/{run_id}/model/model.keras")
-
-
 def fit_members(cfg: Config, splits: Splits, force: bool = False) -> tuple[list, list[str]]:
     """Train (each in a nested run) or reuse every member; returns the models and their run ids.
 
     Reused: the run ids the config names, and (unless ``force``) FINISHED train runs of the same
     member key, e.g. the members an interrupted ensemble had already finished.
     """
-    from mnist99.stages.train import cache_key, train_in_run
+    from mnist99.delivery.loading import load_run_model
+    from mnist99.stages.train import train_in_run
 
     models, run_ids = [], []
     for i, (member_cfg, run_id) in enumerate(member_plan(cfg), start=1):
-        found = None if force or run_id else tracking.cached_run("train", cache_key(member_cfg, splits.digest))
+        found = None if force or run_id else tracking.cached_run("train", tracking.cache_key("train", member_cfg, splits.digest))
         if found is not None:
             run_id = found.info.run_id
             print(f"ensemble: member {i} reuses FINISHED train run {run_id} (same config, data and code)")
@@ -60,17 +52,9 @@ def fit_members(cfg: Config, splits: Splits, force: bool = False) -> tuple[list,
             models.append(out["model"])
             run_ids.append(out["run_id"])
         else:
-            models.append(reuse_member(run_id))
+            models.append(load_run_model(run_id))
             run_ids.append(run_id)
     return models, run_ids
-
-
-def predict_members(models: list, images: np.ndarray) -> list[np.ndarray]:
-    """Each member's (N, 10) probabilities on uint8 ``images``."""
-    from mnist99.pipeline import to_model_input
-
-    inputs = to_model_input(images)
-    return [np.asarray(m.predict(inputs, batch_size=512, verbose=0)) for m in models]
 
 
 def parent_run(cfg: Config) -> AbstractContextManager:
@@ -85,7 +69,7 @@ def build_in_run(cfg: Config, splits: Splits, force: bool = False) -> dict:
     Returns the metrics, ``member_run_ids``, ``weights``, ``seconds``, the combined ``model`` and the
     ``members`` (Keras models).
     """
-    from mnist99.ensemble import combine, member_weights
+    from mnist99.delivery.ensemble import combine, member_weights
 
     start = time.perf_counter()
     tracking.log_config(cfg)
@@ -93,7 +77,7 @@ def build_in_run(cfg: Config, splits: Splits, force: bool = False) -> dict:
     models, run_ids = fit_members(cfg, splits, force)
     probs = {"val": predict_members(models, splits.x_val), "test": predict_members(models, splits.x_test)}
     labels = {"val": splits.y_val, "test": splits.y_test}
-    member_val = [float(np.mean(p.argmax(axis=1) == splits.y_val)) for p in probs["val"]]
+    member_val = [accuracy(p, splits.y_val) for p in probs["val"]]
     weights = member_weights(len(models), member_val if cfg.ensemble.weighting == "val_accuracy" else None)
     metrics = score(probs, labels, weights)
     metrics.update({f"member_{i}_weight": w for i, w in enumerate(weights, start=1)})

@@ -13,17 +13,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import mlflow
 import numpy as np
 
-from mnist99 import plots, tracking
+from mnist99 import tracking
 from mnist99.config import Config
+from mnist99.constants import EVAL_BATCH, NUM_CLASSES, RUN_MODEL_ARTIFACT
 from mnist99.data import Splits, make_splits
-from mnist99.ensemble import as_ensemble, members_of
+from mnist99.delivery.ensemble import as_ensemble, members_of
+from mnist99.reports import plots
 
 ARTIFACT_DIR = "evaluation"
-RUN_MODEL_ARTIFACT = "model/model.keras"  # what the train and ensemble stages log
-PREDICT_BATCH = 256
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def predict_probs(model, images: np.ndarray) -> np.ndarray:
     """(N, 10) probabilities of a uint8-input model on uint8 (N, 28, 28) images."""
-    return np.asarray(model.predict(images, batch_size=PREDICT_BATCH, verbose=0))
+    return np.asarray(model.predict(images, batch_size=EVAL_BATCH, verbose=0))
 
 
 def evaluate_model(cfg: Config, model, splits: Splits, member_models: list | None = None) -> dict:
@@ -50,7 +49,7 @@ def evaluate_model(cfg: Config, model, splits: Splits, member_models: list | Non
     Returns:
         The metrics logged (``eval_test_accuracy``, ``eval_ece``, ...).
     """
-    from mnist99.evaluation import evaluate_predictions, per_class_markdown
+    from mnist99.reports.evaluation import evaluate_predictions, per_class_markdown
 
     probs = predict_probs(model, splits.x_test)
     member_probs = [predict_probs(as_ensemble(m), splits.x_test) for m in member_models or []]
@@ -59,20 +58,13 @@ def evaluate_model(cfg: Config, model, splits: Splits, member_models: list | Non
     for name, fig in result.figures.items():
         tracking.log_figure(fig, f"{ARTIFACT_DIR}/{name}")
         plots.close(fig)
-    mlflow.log_dict(result.per_class, f"{ARTIFACT_DIR}/per_class.json")
-    mlflow.log_text(per_class_markdown(result.per_class), f"{ARTIFACT_DIR}/per_class.md")
-    mlflow.log_dict({"labels": list(range(10)), "rows_true_columns_predicted": result.confusion.tolist()},
+    tracking.log_dict(result.per_class, f"{ARTIFACT_DIR}/per_class.json")
+    tracking.log_text(per_class_markdown(result.per_class), f"{ARTIFACT_DIR}/per_class.md")
+    tracking.log_dict({"labels": list(range(NUM_CLASSES)), "rows_true_columns_predicted": result.confusion.tolist()},
                     f"{ARTIFACT_DIR}/confusion_matrix.json")
     if result.members:
-        mlflow.log_dict({"members": result.members}, f"{ARTIFACT_DIR}/members_vs_ensemble.json")
+        tracking.log_dict({"members": result.members}, f"{ARTIFACT_DIR}/members_vs_ensemble.json")
     return result.metrics
-
-
-def load_run_model(run_id: str):
-    """The uint8-input model of a train or ensemble run (its ``model/model.keras``), loaded in safe mode."""
-    from mnist99.inference import load_ensemble
-
-    return as_ensemble(load_ensemble(f"runs:/{run_id}/{RUN_MODEL_ARTIFACT}"))
 
 
 def source_name(source: str) -> str:
@@ -90,17 +82,19 @@ def run(cfg: Config, args: argparse.Namespace) -> dict:
     """
     tracking.setup(cfg)
     if args.run_id:
+        from mnist99.delivery.loading import load_run_model
+
         target = tracking.finished_run(args.run_id)
-        model = load_run_model(args.run_id)
+        model = as_ensemble(load_run_model(args.run_id))
     else:
-        from mnist99.inference import load_ensemble
+        from mnist99.delivery.loading import load_ensemble
 
         model = as_ensemble(load_ensemble(args.model))
     members = members_of(model)
     splits = make_splits(cfg.data, cfg.seed)
     if args.run_id:
         # Resuming sets the given tags on the run: keep its own stage name, mark it evaluated.
-        mlflow.set_experiment(experiment_id=target.info.experiment_id)
+        tracking.use_experiment_of(target)
         stage = target.data.tags.get("mnist99.stage", "evaluate")
         opened = tracking.stage_run(cfg, stage, target.info.run_name, tags={"mnist99.evaluated": "true"},
                                     run_id=args.run_id)

@@ -15,6 +15,7 @@ import numpy as np
 
 from mnist99 import tracking
 from mnist99.config import Config
+from mnist99.constants import IMAGE_SHAPE
 from mnist99.errors import ModelLoadError
 
 
@@ -36,13 +37,13 @@ def source_run(run_id: str | None):
 
 def export_run(cfg: Config, run_id: str | None = None) -> dict:
     """Export the model of ``run_id`` (see the module help); returns paths, version and run ids."""
-    from mnist99.ensemble import as_ensemble
-    from mnist99.export import staged_export
-    from mnist99.inference import load_ensemble
+    from mnist99.delivery.ensemble import as_ensemble
+    from mnist99.delivery.export import staged_export
+    from mnist99.delivery.loading import load_run_model
 
     source = source_run(run_id)
     source_id = source.info.run_id
-    model = as_ensemble(load_ensemble(f"runs:/{source_id}/model/model.keras"))
+    model = as_ensemble(load_run_model(source_id))
     member_ids = source.data.tags.get("mnist99.member_run_ids", source_id)
     name = cfg.export.registered_name
     tags = {"mnist99.source_run_id": source_id, "mnist99.member_run_ids": member_ids}
@@ -52,7 +53,7 @@ def export_run(cfg: Config, run_id: str | None = None) -> dict:
             version = tracking.log_registered_model(model, name, {**tags, "mnist99.export_run_id": active.info.run_id})
             # MLflow 3.17.2 fails on `input_example=` (see tracking.log_registered_model): the example
             # is kept beside the model instead, in the body /invocations takes.
-            tracking.log_dict({"inputs": np.zeros((1, 28, 28), np.uint8).tolist()}, "input_example.json")
+            tracking.log_dict({"inputs": np.zeros((1, *IMAGE_SHAPE), np.uint8).tolist()}, "input_example.json")
         tracking.set_tag("mnist99.registered_model", f"{name}/{version}")
     out = {"run_id": active.info.run_id, "source_run_id": source_id, "member_run_ids": member_ids.split(","),
            "registered_name": name, "version": version, "model_uri": f"models:/{name}/{version}",

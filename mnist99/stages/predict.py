@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist99.config import Config
+from mnist99.constants import EVAL_BATCH
 
 TOP_K = 3
 
@@ -39,19 +40,17 @@ def prediction(file: str, probs: np.ndarray) -> dict:
 
 def run(cfg: Config, args: argparse.Namespace) -> dict:
     """Preprocess every file (InputError on the first bad one), load the model, print one JSON line per file."""
-    from mnist99.images import check_batch, load_image
-    from mnist99.inference import load_ensemble
+    from mnist99.data.images import check_batch, load_image
+    from mnist99.delivery.loading import load_ensemble
 
     batch = check_batch(np.stack([load_image(f) for f in args.files]))
     source = args.model or default_source(cfg)
     if ":/" in source:  # runs:/ and models:/ resolve against the configured store (nothing is created there)
-        import mlflow
-
         from mnist99 import tracking
 
-        mlflow.set_tracking_uri(tracking.tracking_uri(cfg))
+        tracking.use_store(cfg)
     model = load_ensemble(source)
-    probs = np.asarray(model.predict(batch, batch_size=256, verbose=0))
+    probs = np.asarray(model.predict(batch, batch_size=EVAL_BATCH, verbose=0))
     records = [prediction(f, p) for f, p in zip(args.files, probs)]
     for record in records:
         print(json.dumps(record), flush=True)

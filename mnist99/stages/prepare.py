@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import time
 
-from mnist99 import plots, tracking
+from mnist99 import tracking
 from mnist99.config import Config
 from mnist99.data import Splits, make_splits
+from mnist99.reports import plots
 
 
 def log_augment_preview(cfg: Config, splits: Splits, n: int = 32) -> None:
     """A PNG grid: the first row real digits, the rest augmented copies."""
-    from mnist99.augment import build_augmenter
-    from mnist99.pipeline import to_model_input
+    from mnist99.data.augment import build_augmenter
+    from mnist99.data.model_input import to_model_input
 
     augmenter = build_augmenter(cfg.augment, cfg.seed)
     images = to_model_input(splits.x_train[:8])

@@ -5,8 +5,9 @@ member runs) that also holds the evaluation pack; the export files and an export
 a new version of ``export.registered_name``.
 
 A stage whose inputs are unchanged is skipped: each stage run carries the tag ``mnist99.cache_key``
-(a hash of the config sections it reads, the data's sha256, the mnist99 version and git commit,
-and for export the ensemble run it exports), and a FINISHED run with the same key is reused.
+(a hash of the config sections it reads, the data's sha256, the mnist99 version and a digest of its
+source files, and for export the ensemble run it exports: :mod:`mnist99.tracking.keys`), and a
+FINISHED run with the same key is reused.
 ``--force`` reruns every stage.
 """
 from __future__ import annotations
@@ -17,32 +18,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from mnist99 import tracking
 from mnist99.config import Config
 from mnist99.data import make_splits
 from mnist99.stages import ensemble, export, prepare
 
-# The config sections each stage's result depends on (besides the data, the code, and for export
-# the ensemble run it exports). Tracking, tuning and study settings change no result.
-STAGE_SECTIONS = {
-    "prepare": ("data", "seed"),
-    "ensemble": ("data", "augment", "model", "train", "ensemble", "seed"),
-    "export": ("export",),
-}
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true",
                         help="rerun every stage, even those with a FINISHED run of the same cache key")
-
-
-def cache_key(cfg: Config, stage: str, data_digest: str, upstream: str = "") -> str:
-    """The stage's cache key: its config sections, ``upstream`` (a run it reads), the data, version and commit."""
-    dumped = cfg.model_dump()
-    sections = yaml.safe_dump({name: dumped[name] for name in STAGE_SECTIONS[stage]}, sort_keys=True)
-    return tracking.code_key(stage, f"{sections}\n{upstream}", data_digest)
 
 
 def reusable(stage: str, key: str, force: bool, usable: Callable[[Any], bool] = lambda found: True):
@@ -118,11 +102,11 @@ def run(cfg: Config, args: argparse.Namespace | None = None) -> dict:
     ensemble.member_plan(cfg)
     splits = make_splits(cfg.data, cfg.seed)
     tracking.setup(cfg)
-    key = cache_key(cfg, "prepare", splits.digest)
+    key = tracking.cache_key("prepare", cfg, splits.digest)
     if reusable("prepare", key, force) is None:
         tracking.update_run(prepare.run(cfg)["run_id"], tags={tracking.CACHE_KEY_TAG: key})
 
-    key = cache_key(cfg, "ensemble", splits.digest)
+    key = tracking.cache_key("ensemble", cfg, splits.digest)
     found = reusable("ensemble", key, force)
     if found is not None:
         ens, evaluation = from_ensemble_run(found)
@@ -134,7 +118,7 @@ def run(cfg: Config, args: argparse.Namespace | None = None) -> dict:
         ens["run_id"] = active.info.run_id
     print(ensemble.format_table(ens))
 
-    key = cache_key(cfg, "export", splits.digest, upstream=ens["run_id"])
+    key = tracking.cache_key("export", cfg, splits.digest, upstream=ens["run_id"])
     found = reusable("export", key, force, usable=export_files_exist)
     if found is not None:
         exported = from_export_run(found)

@@ -41,8 +41,8 @@ def arm_configs(cfg: Config) -> list[tuple[StudyArm, Config]]:
 
 def arm_result(name: str, out: dict):
     """The comparison record of one finished arm, read back from its MLflow run."""
-    from mnist99.comparison import ArmResult
-    from mnist99.diagnostics import OVERFIT_TAG, kernel_layers, metric_name
+    from mnist99.reports.comparison import ArmResult
+    from mnist99.training.diagnostics import OVERFIT_TAG, kernel_layers, metric_name
 
     run = tracking.finished_run(out["run_id"])
     logged = run.data.metrics
@@ -59,7 +59,7 @@ def arm_result(name: str, out: dict):
 
 def log_comparison(study: str, arms: list) -> str:
     """Log the table and figures on the active (parent) run; returns the Markdown table."""
-    from mnist99 import comparison, plots
+    from mnist99.reports import comparison, plots
 
     df = comparison.table(arms)
     markdown = comparison.to_markdown(df)

@@ -5,31 +5,24 @@ metrics, ``test_accuracy`` & co., ``config.yaml``, ``model/model.keras`` and ``l
 """
 from __future__ import annotations
 
-from mnist99 import plots, resume, tracking
-from mnist99.config import Config, to_yaml
+from mnist99 import tracking
+from mnist99.config import Config
 from mnist99.data import Splits, make_splits
+from mnist99.reports import plots
+from mnist99.tracking import resume
 
 
 def run_name(cfg: Config) -> str:
     return f"train-{cfg.model.name}-{cfg.train.optimizer.name}-s{cfg.seed}"
 
 
-def cache_key(cfg: Config, data_digest: str) -> str:
-    """What a trained model depends on: its resolved config, the data, the mnist99 version and git commit.
-
-    Every train run is tagged with it, so an ensemble reuses a FINISHED run of the same key as a
-    member instead of training it again (``mnist99 train`` first makes member 1 of the default ensemble).
-    """
-    return tracking.code_key("train", to_yaml(cfg), data_digest)
-
-
 def train_in_run(cfg: Config, splits: Splits, nested: bool = False, name: str | None = None) -> dict:
     """Train one model inside its own (possibly nested) MLflow run; returns metrics, run id and model."""
-    from mnist99 import diagnostics
+    from mnist99.training import diagnostics
     from mnist99.training.fit import train_model
 
     tags = {"mnist99.model": cfg.model.name, "mnist99.optimizer": cfg.train.optimizer.name,
-            tracking.CACHE_KEY_TAG: cache_key(cfg, splits.digest)}
+            tracking.CACHE_KEY_TAG: tracking.cache_key("train", cfg, splits.digest)}
     ckpt = resume.checkpoint_dir(cfg, splits.digest)
     resumed = tracking.unfinished_run(resume.pending_run_id(ckpt))
     with tracking.stage_run(cfg, "train", name or run_name(cfg), tags=tags, nested=nested, run_id=resumed) as active:

@@ -17,13 +17,12 @@ import os
 import time
 from pathlib import Path
 
-import mlflow
-
-from mnist99 import plots, resume, tracking, tuning
+from mnist99 import tracking, tuning
 from mnist99.config import Config
 from mnist99.data import make_splits
 from mnist99.errors import ConfigError
-from mnist99.tuning import report
+from mnist99.files import write_atomic
+from mnist99.reports import plots, trials
 
 PARENT_FILE = "mlflow_parent_run.json"  # in the project folder: the search's parent run, for resume and workers
 TRIAL_TAG = "mnist99.trial_id"
@@ -54,7 +53,7 @@ class TrialRuns:
         existing = tracking.child_runs(self.parent_run_id, TRIAL_TAG).get(trial.trial_id)
         with tracking.stage_run(self.run_cfg, "tune-trial", f"trial-{trial.trial_id}", tags=tags, nested=True,
                                 run_id=existing, parent_run_id=self.parent_run_id):
-            mlflow.log_params({key: str(value) for key, value in values.items()})
+            tracking.log_params(values)
             kwargs["callbacks"] = [*kwargs.get("callbacks", []), tracking.MlflowEpochLogger()]
             return super().run_trial(trial, *args, **kwargs)
 
@@ -79,7 +78,7 @@ def _read_parent(path: Path) -> str | None:
 
 def _write_parent(path: Path, run_id: str) -> None:
     """Atomically, so a worker never reads half a file."""
-    resume.write_atomic(path, json.dumps({"run_id": run_id, "tracking_uri": mlflow.get_tracking_uri()}))
+    write_atomic(path, json.dumps({"run_id": run_id, "tracking_uri": tracking.current_uri()}))
 
 
 def _wait_for_parent(path: Path, seconds: float) -> str:
@@ -106,10 +105,10 @@ def _summarise(cfg: Config, tuner, parent_run_id: str) -> dict:
         if trial.trial_id in run_ids:
             score = {} if trial.score is None else {"best_val_accuracy": trial.score}
             tracking.update_run(run_ids[trial.trial_id], tags={"mnist99.trial_status": trial.status}, metrics=score)
-    table = report.trials_table(tuner.oracle.trials.values(), run_ids)
-    mlflow.log_text(table.to_csv(index=False), "trials.csv")
-    mlflow.log_text(table.to_html(index=False, na_rep=""), "trials.html")
-    fig = report.scores_figure(table, title=f"{cfg.tune.tuner}: val_accuracy per trial")
+    table = trials.trials_table(tuner.oracle.trials.values(), run_ids)
+    tracking.log_text(table.to_csv(index=False), "trials.csv")
+    tracking.log_text(table.to_html(index=False, na_rep=""), "trials.html")
+    fig = trials.scores_figure(table, title=f"{cfg.tune.tuner}: val_accuracy per trial")
     tracking.log_figure(fig, "trials.png")
     plots.close(fig)
     completed = table[table.status == "COMPLETED"]
@@ -118,17 +117,17 @@ def _summarise(cfg: Config, tuner, parent_run_id: str) -> dict:
     # The table's order (score, then trial id) breaks ties the same way on every rerun; the oracle's does not.
     best = [tuner.oracle.trials[completed.trial_id.iloc[0]]]
     values = best[0].hyperparameters.values
-    mlflow.log_params({f"best.{key}": str(values[key]) for key in cfg.tune.space if key in values})
+    tracking.log_params({f"best.{key}": values[key] for key in cfg.tune.space if key in values})
     tracking.log_metrics({"best_val_accuracy": best[0].score, "trials_completed": int((table.status == "COMPLETED").sum()),
                           "trials": len(table)})
-    mlflow.set_tags({"mnist99.best_trial_id": best[0].trial_id, "mnist99.best_run_id": run_ids.get(best[0].trial_id, "")})
+    tracking.set_tags({"mnist99.best_trial_id": best[0].trial_id, "mnist99.best_run_id": run_ids.get(best[0].trial_id, "")})
     overrides = tuning.best_overrides(cfg, values)
     header = (f"Best of KerasTuner search {tuning.project_name(cfg)} (val_accuracy {best[0].score:.4f}, "
               f"trial {best[0].trial_id}, MLflow run {parent_run_id}).\nStates only what differs from the searched config.")
     out = Path(cfg.tune.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(tuning.overrides_yaml(overrides, header))
-    mlflow.log_text(out.read_text(), "tuned.yaml")
+    tracking.log_text(out.read_text(), "tuned.yaml")
     return {"best_val_accuracy": best[0].score, "best_trial_id": best[0].trial_id, "best": overrides,
             "trials": len(table), "output": str(out), "table": table}
 
@@ -156,7 +155,7 @@ def run(cfg: Config, args: argparse.Namespace | None = None) -> dict:
                             run_id=resumed) as parent:
         parent_run_id = parent.info.run_id
         _write_parent(parent_file, parent_run_id)
-        if not mlflow.get_run(parent_run_id).data.params:  # a resumed run has them (and params cannot change)
+        if not tracking.run_params(parent_run_id):  # a resumed run has them (and params cannot change)
             tracking.log_config(cfg)
             tracking.log_dataset(splits)
         tuner = _search(cfg, splits, parent_run_id, verbose)

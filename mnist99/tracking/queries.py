@@ -5,10 +5,9 @@ from pathlib import Path
 
 import mlflow
 
-from mnist99.errors import ModelLoadError
-from mnist99.tracking.store import _first_line
+from mnist99.errors import ModelLoadError, first_line
+from mnist99.tracking.keys import CACHE_KEY_TAG
 
-CACHE_KEY_TAG = "mnist99.cache_key"  # what a stage run's result depends on (see stages/run.py)
 
 def download(uri: str) -> Path:
     """The local path of an MLflow URI (``runs:/<id>/<path>``, ``models:/<name>/<version|latest>``).
@@ -18,7 +17,7 @@ def download(uri: str) -> Path:
     try:
         return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
     except (mlflow.exceptions.MlflowException, OSError) as exc:
-        raise ModelLoadError(f"cannot fetch {uri}: {_first_line(exc)}") from None
+        raise ModelLoadError(f"cannot fetch {uri}: {first_line(exc)}") from None
 
 
 def finished_run(run_id: str) -> mlflow.entities.Run:
@@ -26,7 +25,7 @@ def finished_run(run_id: str) -> mlflow.entities.Run:
     try:
         run = mlflow.get_run(run_id)
     except mlflow.exceptions.MlflowException as exc:
-        raise ModelLoadError(f"no MLflow run {run_id!r}: {_first_line(exc)}") from None
+        raise ModelLoadError(f"no MLflow run {run_id!r}: {first_line(exc)}") from None
     if run.info.status != "FINISHED":
         raise ModelLoadError(f"run {run_id} is {run.info.status}, expected a FINISHED run")
     return run
@@ -102,3 +101,8 @@ def child_runs(parent_run_id: str, tag: str) -> dict[str, str]:
         found.setdefault(run.data.tags.get(tag, ""), run.info.run_id)
     found.pop("", None)
     return found
+
+
+def run_params(run_id: str) -> dict[str, str]:
+    """The params a run logged (empty for a run that has logged none yet)."""
+    return dict(mlflow.get_run(run_id).data.params)

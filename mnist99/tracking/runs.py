@@ -2,10 +2,7 @@
 from __future__ import annotations
 
 import contextlib
-import functools
-import subprocess
 import tempfile
-import time
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,45 +11,18 @@ from typing import Any
 import keras
 import mlflow
 
-from mnist99 import __version__, resume
+from mnist99 import __version__
 from mnist99.config import Config, flatten, to_yaml
-
-
-@functools.cache
-def git_commit() -> str | None:
-    """The commit of the code this process runs (None outside a git checkout).
-
-    Asked once per process: every stage run's tags and every cache key (one per stage and per
-    ensemble member, looked up and then tagged) use it, and each ask would be a ``git`` subprocess.
-    """
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-def code_key(kind: str, payload: str, data_digest: str) -> str:
-    """The cache key (tag ``mnist99.cache_key``) of ``kind`` of work on ``payload`` (its config), the
-    data and the code that does it: the mnist99 version and the git commit, since a code change can
-    change the result."""
-    return resume.job_key(f"{kind}\n{payload}\n{git_commit() or ''}", data_digest)
-
-
-def device_name() -> str:
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        details = tf.config.experimental.get_device_details(gpus[0])
-        return f"GPU:{details.get('device_name', gpus[0].name)}"
-    return "CPU"
+from mnist99.constants import NUM_CLASSES
+from mnist99.tracking import keys
+from mnist99.training.devices import device_name
 
 
 def base_tags(stage: str) -> dict[str, str]:
-    tags = {"mnist99.stage": stage, "mnist99.version": __version__, "mnist99.device": device_name()}
-    commit = git_commit()
+    """Tags of every stage run: the stage, the version and code digest that ran it, the device, the commit."""
+    tags = {"mnist99.stage": stage, "mnist99.version": __version__, "mnist99.device": device_name(),
+            keys.CODE_DIGEST_TAG: keys.code_digest()}
+    commit = keys.git_commit()
     if commit:
         tags["mlflow.source.git.commit"] = commit
     return tags
@@ -106,7 +76,7 @@ def log_dataset(splits, context_prefix: str = "") -> None:
                           "test": (splits.x_test, splits.y_test)}.items():
         ds = mlflow.data.from_numpy(x, targets=y, source=splits.source, name=f"mnist-{split}")
         mlflow.log_input(ds, context=f"{context_prefix}{split}")
-        counts[split] = {str(d): int(c) for d, c in enumerate(np.bincount(y, minlength=10))}
+        counts[split] = {str(d): int(c) for d, c in enumerate(np.bincount(y, minlength=NUM_CLASSES))}
     mlflow.log_dict(counts, "class_counts.json")
     mlflow.log_metrics({f"{k}_size": v for k, v in splits.counts().items()})
     mlflow.set_tag("mnist99.data_digest", splits.digest)
@@ -157,30 +127,10 @@ def log_dict(data: dict, path: str) -> None:
     mlflow.log_dict(data, path)
 
 
-class MlflowEpochLogger(keras.callbacks.Callback):
-    """Logs ``loss, accuracy, val_loss, val_accuracy, lr`` and ``epoch_seconds`` with step = epoch.
-
-    ``logged_until``: epochs up to this step were logged before an interruption; a resumed run
-    that repeats one of them (killed after logging, before its backup) does not log it twice.
-    """
-
-    def __init__(self, logged_until: int = 0) -> None:
-        super().__init__()
-        self.logged_until = logged_until
-        self._t0 = 0.0
-
-    def on_epoch_begin(self, epoch: int, logs=None) -> None:
-        self._t0 = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs=None) -> None:
-        metrics = {k: float(v) for k, v in (logs or {}).items() if k in ("loss", "accuracy", "val_loss", "val_accuracy")}
-        metrics["lr"] = current_lr(self.model.optimizer)
-        metrics["epoch_seconds"] = time.perf_counter() - self._t0
-        if epoch + 1 > self.logged_until:
-            mlflow.log_metrics(metrics, step=epoch + 1)
+def log_params(params: dict[str, Any]) -> None:
+    """Params of the active run, every value as text (MLflow stores params as strings)."""
+    mlflow.log_params({key: str(value) for key, value in params.items()})
 
 
-def current_lr(optimizer) -> float:
-    """The learning rate the optimiser is using now (schedules evaluated at the current step)."""
-    lr = optimizer.learning_rate
-    return float(keras.ops.convert_to_numpy(lr))
+def set_tags(tags: dict[str, str]) -> None:
+    mlflow.set_tags(tags)

@@ -8,7 +8,6 @@ import contextlib
 import fcntl
 import os
 import sqlite3
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import mlflow
 import sqlalchemy.exc
 
 from mnist99.config import Config
-from mnist99.errors import TrackingError
+from mnist99.errors import TrackingError, first_line
 
 DEFAULT_STORE = Path("mlruns")
 EXPERIMENT_DESCRIPTION = "mnist99 runs: train, ensemble, evaluate, export (one run per stage)."
@@ -32,7 +31,7 @@ def tracking_uri(cfg: Config) -> str:
     return f"sqlite:///{(DEFAULT_STORE / 'mlflow.db').resolve()}"
 
 
-def _artifact_root(uri: str) -> str | None:
+def artifact_root(uri: str) -> str | None:
     """For a SQLite store, artifacts live beside the database so the whole store is one folder."""
     if uri.startswith("sqlite:///"):
         return Path(uri[len("sqlite:///"):]).parent.resolve().as_uri()
@@ -91,7 +90,7 @@ def setup(cfg: Config, experiment: str | None = None, description: str = EXPERIM
         try:
             return _use_experiment(uri, experiment or cfg.tracking.experiment, description)
         except (mlflow.exceptions.MlflowException, sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
-            raise TrackingError(f"MLflow store {uri}: {_first_line(exc)}") from None
+            raise TrackingError(f"MLflow store {uri}: {first_line(exc)}") from None
 
 
 def _use_experiment(uri: str, name: str, description: str) -> str:
@@ -104,19 +103,10 @@ def _use_experiment(uri: str, name: str, description: str) -> str:
                 mlflow.MlflowClient().set_experiment_tag(found.experiment_id, key, value)
         mlflow.set_experiment(experiment_id=found.experiment_id)
         return found.experiment_id
-    root = _artifact_root(uri)
+    root = artifact_root(uri)
     exp_id = mlflow.create_experiment(name, artifact_location=f"{root}/{name}" if root else None, tags=tags)
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
-
-
-def server_argv(cfg: Config, host: str = "127.0.0.1", port: int = 5000) -> list[str]:
-    """``mlflow server`` on the stages' store and artifact root, with one worker (MLflow's 4 crowd a 2-core machine)."""
-    uri = tracking_uri(cfg)
-    argv = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
-            "--host", host, "--port", str(port), "--workers", "1"]
-    root = _artifact_root(uri)
-    return argv + ["--default-artifact-root", root] if root else argv
 
 
 def ui_command(cfg: Config) -> str:
@@ -124,5 +114,16 @@ def ui_command(cfg: Config) -> str:
     return f"mnist99 ui --set tracking.uri={tracking_uri(cfg)}"
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+def use_store(cfg: Config) -> None:
+    """Resolve ``runs:/`` and ``models:/`` URIs against the configured store, creating nothing in it."""
+    mlflow.set_tracking_uri(tracking_uri(cfg))
+
+
+def current_uri() -> str:
+    """The tracking URI this process logs to (what another process needs to log into the same store)."""
+    return mlflow.get_tracking_uri()
+
+
+def use_experiment_of(run) -> None:
+    """Make ``run``'s experiment the current one, so that resuming the run logs where it lives."""
+    mlflow.set_experiment(experiment_id=run.info.experiment_id)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import keras
 
-from mnist99.resume import write_atomic
+from mnist99.constants import EVAL_BATCH, TARGET_ACCURACY
+from mnist99.files import write_atomic
 
 
 class TimeToAccuracy(keras.callbacks.Callback):
@@ -23,9 +24,9 @@ class TimeToAccuracy(keras.callbacks.Callback):
     accuracy covers only the steps after the last check.
     """
 
-    def __init__(self, target: float = 0.99, validation_data=None, every_steps: int | None = None) -> None:
+    def __init__(self, target: float = TARGET_ACCURACY, validation_data=None, every_steps: int | None = None) -> None:
         """``validation_data``: a dataset or a tuple of arrays (x, one-hot y), in the form the fitted
-        model takes (index batches for a :class:`mnist99.training.trainer.Trainer` holding the
+        model takes (index batches for a :class:`mnist99.training.augmented_net.AugmentedNet` holding the
         images): with ``fit``'s own validation data the check reuses the program ``fit`` compiled."""
         super().__init__()
         if every_steps is not None and (validation_data is None or every_steps < 1):
@@ -57,7 +58,7 @@ class TimeToAccuracy(keras.callbacks.Callback):
         # A fresh SwapEMAWeights swaps the averaged weights in for this evaluation only.
         swap = [keras.callbacks.SwapEMAWeights()] if getattr(self.model.optimizer, "use_ema", False) else []
         x, y = self.validation_data if isinstance(self.validation_data, tuple) else (self.validation_data, None)
-        accuracy = self.model.evaluate(x, y, batch_size=None if y is None else 512, callbacks=swap, verbose=0,
+        accuracy = self.model.evaluate(x, y, batch_size=None if y is None else EVAL_BATCH, callbacks=swap, verbose=0,
                                        return_dict=True)["accuracy"]
         self.checks += 1
         self._paused += time.perf_counter() - began

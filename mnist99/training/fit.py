@@ -9,14 +9,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mnist99.augment import build_augmenter
 from mnist99.config import Config
+from mnist99.constants import EVAL_BATCH, TARGET_ACCURACY
 from mnist99.data import Splits
+from mnist99.data.augment import build_augmenter
+from mnist99.data.batches import make_dataset, make_index_dataset
 from mnist99.models import build_model
-from mnist99.pipeline import make_dataset, make_index_dataset
+from mnist99.training.augmented_net import build_augmented_net
 from mnist99.training.callbacks import AtomicBackupAndRestore, TimeToAccuracy
+from mnist99.training.devices import gpu_names
 from mnist99.training.recipe import compile_model, configure_runtime, resolve_data_on_device, standard_callbacks
-from mnist99.training.trainer import build_trainer
 
 
 @dataclass
@@ -30,25 +32,24 @@ class TrainResult:
 
 def distribution_strategy(setting: str) -> tf.distribute.Strategy:
     """MirroredStrategy when asked, or on ``auto`` when several GPUs are visible; else the default."""
-    gpus = tf.config.list_physical_devices("GPU")
-    if setting == "mirrored" or (setting == "auto" and len(gpus) > 1):
+    if setting == "mirrored" or (setting == "auto" and len(gpu_names()) > 1):
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
 
 
 @dataclass
 class Setup:
-    """What ``fit`` runs: the compiled ``trainer`` (the net itself, or a Trainer around it) and its data."""
+    """What ``fit`` runs: the compiled ``fitted`` model (the net itself, or an AugmentedNet around it) and its data."""
 
     model: keras.Model  # the net: evaluated, logged, exported
-    trainer: keras.Model  # what fit trains: ``model``, or a Trainer holding the images on the device
+    fitted: keras.Model  # what fit trains: ``model``, or an AugmentedNet holding the images on the device
     train_ds: tf.data.Dataset
-    val_ds: tf.data.Dataset  # in the trainer's input form (index batches with the images on the device)
+    val_ds: tf.data.Dataset  # in the wrapped model's input form (index batches with the images on the device)
 
     @property
     def data_on_device(self) -> bool:
-        """Whether the images sit on the device: then, and only then, a Trainer wraps the net."""
-        return self.trainer is not self.model
+        """Whether the images sit on the device: then, and only then, an AugmentedNet wraps the net."""
+        return self.fitted is not self.model
 
 
 def fit_datasets(cfg: Config, splits: Splits, on_device: bool) -> tuple[tf.data.Dataset, tf.data.Dataset]:
@@ -57,14 +58,14 @@ def fit_datasets(cfg: Config, splits: Splits, on_device: bool) -> tuple[tf.data.
     tcfg = cfg.train
     if on_device:
         return (make_index_dataset(0, splits.y_train, tcfg.batch_size, training=True, seed=cfg.seed),
-                make_index_dataset(len(splits.y_train), splits.y_val, 512))
+                make_index_dataset(len(splits.y_train), splits.y_val, EVAL_BATCH))
     return (make_dataset(splits.x_train, splits.y_train, tcfg.batch_size, training=True,
                          augmenter=build_augmenter(cfg.augment, cfg.seed), seed=cfg.seed),
-            make_dataset(splits.x_val, splits.y_val, 512))
+            make_dataset(splits.x_val, splits.y_val, EVAL_BATCH))
 
 
 def set_up(cfg: Config, splits: Splits) -> Setup:
-    """Runtime (seeds, precision policy), data placement, datasets, the net and the compiled trainer:
+    """Runtime (seeds, precision policy), data placement, datasets, the net and the compiled model that fits:
     everything before ``fit``, shared by :func:`train_model` and ``benchmarks/input_bound.py``."""
     configure_runtime(cfg)
     tcfg = cfg.train
@@ -72,9 +73,9 @@ def set_up(cfg: Config, splits: Splits) -> Setup:
     train_ds, val_ds = fit_datasets(cfg, splits, on_device)
     with distribution_strategy(tcfg.strategy).scope():
         model = build_model(cfg.model)
-        trainer = build_trainer(cfg, model, np.concatenate([splits.x_train, splits.x_val])) if on_device else model
-        compile_model(cfg, int(train_ds.cardinality()), model=trainer)
-    return Setup(model, trainer, train_ds, val_ds)
+        wrapped = build_augmented_net(cfg, model, np.concatenate([splits.x_train, splits.x_val])) if on_device else model
+        compile_model(cfg, int(train_ds.cardinality()), model=wrapped)
+    return Setup(model, wrapped, train_ds, val_ds)
 
 
 def train_model(cfg: Config, splits: Splits, callbacks: list[keras.callbacks.Callback] | None = None,
@@ -88,19 +89,19 @@ def train_model(cfg: Config, splits: Splits, callbacks: list[keras.callbacks.Cal
     (``test_accuracy``, ``val_accuracy``, ``best_epoch``, ``train_seconds``, ``seconds_to_val_99`` ...).
     """
     setup = set_up(cfg, splits)
-    tcfg, model, trainer = cfg.train, setup.model, setup.trainer
-    to99 = TimeToAccuracy(0.99, validation_data=setup.val_ds if check_every else None, every_steps=check_every)
+    tcfg, model, wrapped = cfg.train, setup.model, setup.fitted
+    to99 = TimeToAccuracy(TARGET_ACCURACY, validation_data=setup.val_ds if check_every else None, every_steps=check_every)
     cbs = standard_callbacks(cfg, to99)
     cbs += callbacks or []
     if backup_dir is not None:  # last, so an epoch is logged before it counts as done
         cbs.append(AtomicBackupAndRestore(str(backup_dir), delete_checkpoint=True))
     start = time.perf_counter()
-    history = trainer.fit(setup.train_ds, validation_data=setup.val_ds, epochs=tcfg.epochs, callbacks=cbs,
+    history = wrapped.fit(setup.train_ds, validation_data=setup.val_ds, epochs=tcfg.epochs, callbacks=cbs,
                           verbose=tcfg.verbose, shuffle=False)  # tf.data shuffles
     train_seconds = time.perf_counter() - start
     hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
-    val_loss, val_acc = model.evaluate(make_dataset(splits.x_val, splits.y_val, 512), verbose=0)
-    test_loss, test_acc = model.evaluate(make_dataset(splits.x_test, splits.y_test, 512), verbose=0)
+    val_loss, val_acc = model.evaluate(make_dataset(splits.x_val, splits.y_val, EVAL_BATCH), verbose=0)
+    test_loss, test_acc = model.evaluate(make_dataset(splits.x_test, splits.y_test, EVAL_BATCH), verbose=0)
     # history.epoch holds the epoch indices this call ran: after a resume they start past 0.
     epochs = history.epoch
     best_epoch = epochs[min(range(len(epochs)), key=hist["val_loss"].__getitem__)] + 1

@@ -10,8 +10,9 @@ import keras
 from mnist99.config import Config
 from mnist99.errors import ConfigError
 from mnist99.models import build_model
+from mnist99.training.augmented_net import net_of
+from mnist99.training.devices import has_gpu
 from mnist99.training.optimizers import build_optimizer
-from mnist99.training.trainer import trained_net
 
 
 def precision_policy(setting: bool | str) -> str:
@@ -27,20 +28,6 @@ def configure_runtime(cfg: Config) -> None:
 
         tf.config.experimental.enable_op_determinism()
     keras.mixed_precision.set_global_policy(precision_policy(cfg.train.mixed_precision))
-
-
-def has_gpu() -> bool:
-    """Whether the active Keras backend computes on a GPU."""
-    backend = keras.config.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return bool(tf.config.list_physical_devices("GPU"))
-    if backend == "jax":
-        import jax
-
-        return jax.default_backend() == "gpu"
-    return False
 
 
 def resolve_jit(setting: str | bool) -> bool | str:
@@ -76,7 +63,7 @@ def compile_model(cfg: Config, steps_per_epoch: int, jit_compile: bool | str | N
 
     ``jit_compile`` None follows ``cfg.train.jit_compile`` (see :func:`resolve_jit`). A caller
     passes ``model`` to train a wrapper around the configured net (a
-    :class:`mnist99.training.trainer.Trainer`); its ``net`` is then compiled too, with the same
+    :class:`mnist99.training.augmented_net.AugmentedNet`); its ``net`` is then compiled too, with the same
     optimiser, so that the net alone evaluates (and is saved with the optimiser's state).
     """
     model = build_model(cfg.model) if model is None else model
@@ -87,7 +74,7 @@ def compile_model(cfg: Config, steps_per_epoch: int, jit_compile: bool | str | N
         jit_compile=resolve_jit(cfg.train.jit_compile) if jit_compile is None else jit_compile,
     )
     model.compile(**settings)
-    net = trained_net(model)
+    net = net_of(model)
     if net is not model:
         net.compile(**settings)
     return model

@@ -8,12 +8,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-NUM_CLASSES = 10
-
-
-def to_model_input(images: tf.Tensor) -> tf.Tensor:
-    """uint8 (B, 28, 28) -> float32 (B, 28, 28, 1) in [0, 1]: what every model takes."""
-    return tf.expand_dims(tf.cast(images, tf.float32) / 255.0, -1)
+from mnist99.constants import NUM_CLASSES
+from mnist99.data.model_input import to_model_input
 
 
 def _batches(x: np.ndarray, y: np.ndarray, batch_size: int, training: bool, seed: int) -> tf.data.Dataset:
@@ -61,7 +57,7 @@ def make_dataset(
 def make_index_dataset(start: int, y: np.ndarray, batch_size: int, training: bool = False,
                        seed: int = 0) -> tf.data.Dataset:
     """Batches of (indices ``start .. start + len(y)``, one-hot labels), shuffled when ``training``:
-    the input of a :class:`mnist99.training.trainer.Trainer` that holds the images on the device."""
+    the input of a :class:`mnist99.training.augmented_net.AugmentedNet` that holds the images on the device."""
     indices = np.arange(start, start + len(y), dtype=np.int32)
     ds = _batches(indices, y, batch_size, training, seed)
     return ds.map(lambda i, labels: (i, tf.one_hot(labels, NUM_CLASSES)),

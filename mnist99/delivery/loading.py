@@ -6,7 +6,8 @@ from pathlib import Path
 
 import keras
 
-from mnist99.errors import ModelLoadError
+from mnist99.constants import RUN_MODEL_ARTIFACT
+from mnist99.errors import ModelLoadError, first_line
 
 MLFLOW_SCHEMES = ("runs:/", "models:/")
 
@@ -21,6 +22,17 @@ def load_ensemble(source: str | Path) -> keras.Model:
         ModelLoadError: one line naming ``source`` when it is missing, unknown to MLflow, corrupt or unsafe.
     """
     return load_keras(local_keras_file(source), source)
+
+
+def load_run_model(run_id: str) -> keras.Model:
+    """The model a FINISHED train or ensemble run logged (its :data:`RUN_MODEL_ARTIFACT`), in safe mode.
+
+    Raises ModelLoadError naming the run when the store has no such run or it did not finish.
+    """
+    from mnist99 import tracking
+
+    tracking.finished_run(run_id)
+    return load_ensemble(f"runs:/{run_id}/{RUN_MODEL_ARTIFACT}")
 
 
 def local_keras_file(source: str | Path) -> Path:
@@ -48,7 +60,7 @@ def load_keras(path: Path, source: str | Path) -> keras.Model:
     try:
         return keras.saving.load_model(path, safe_mode=True)
     except (ValueError, TypeError, KeyError, OSError, zipfile.BadZipFile) as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        reason = first_line(exc)
         if "safe_mode" in str(exc):
             reason = f"refused by Keras safe mode (it would run arbitrary code): {reason}"
         raise ModelLoadError(f"cannot load model {source}: {reason[:300]}") from None

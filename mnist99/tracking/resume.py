@@ -8,39 +8,19 @@ epoch. A finished job removes it.
 """
 from __future__ import annotations
 
-import hashlib
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
-from mnist99 import __version__
 from mnist99.config import Config, to_yaml
+from mnist99.files import write_atomic
+from mnist99.tracking.keys import job_key
 
 RUN_ID_FILE = "run_id"
-
-
-def job_key(payload: str, data_digest: str) -> str:
-    """A short, stable key for (what is computed, on which data, by which mnist99 version)."""
-    return hashlib.sha256(f"{payload}\n{data_digest}\n{__version__}".encode()).hexdigest()[:16]
 
 
 def checkpoint_dir(cfg: Config, data_digest: str) -> Path:
     """Where this training job keeps its epoch backups and the id of its MLflow run."""
     return Path(cfg.train.checkpoint_dir).expanduser() / job_key(to_yaml(cfg), data_digest)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename: never half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def pending_run_id(folder: Path) -> str | None:

@@ -1,14 +1,16 @@
-"""The images on the device (mnist99.training.trainer): the same net, trained from index batches."""
+"""The images on the device (mnist99.training.augmented_net): the same net, trained from index batches."""
 import keras
 import numpy as np
 import pytest
 
 from mnist99.config import load_config
+from mnist99.data.batches import make_index_dataset
+from mnist99.data.model_input import to_model_input
 from mnist99.errors import ConfigError
-from mnist99.pipeline import make_index_dataset, to_model_input
+from mnist99.training.augmented_net import AugmentedNet, DeviceImages, build_augmented_net, net_of
+from mnist99.training.devices import has_gpu
 from mnist99.training.fit import train_model
-from mnist99.training.recipe import DEVICE_DATA_LIMIT_BYTES, has_gpu, resolve_data_on_device
-from mnist99.training.trainer import DeviceImages, Trainer, build_trainer, trained_net
+from mnist99.training.recipe import DEVICE_DATA_LIMIT_BYTES, resolve_data_on_device
 
 TINY = ["model.name=resmlp", "model.width=32", "model.depth=1", "train.batch_size=20", "train.verbose=0"]
 
@@ -45,16 +47,16 @@ def test_data_on_device_trains_the_plain_net(tiny_splits, mixed, strategy):
     result = train_model(cfg, tiny_splits)
     assert result.metrics["val_accuracy"] >= 0.9 and result.metrics["test_accuracy"] >= 0.9
     net = result.model
-    assert not isinstance(net, Trainer) and net.input_shape == (None, 28, 28, 1)
+    assert not isinstance(net, AugmentedNet) and net.input_shape == (None, 28, 28, 1)
     assert not any(isinstance(layer, DeviceImages) for layer in net._flatten_layers())
     probs = net.predict(tiny_splits.x_test[..., None] / 255.0, verbose=0)
     assert np.mean(probs.argmax(axis=1) == tiny_splits.y_test) == pytest.approx(result.metrics["test_accuracy"])
 
 
-def test_checks_and_diagnostics_work_while_a_trainer_fits(tiny_splits):
-    """The finer 99% check validates the trainer on index batches (fit's own validation data); the
+def test_checks_and_diagnostics_work_while_an_augmented_net_fits(tiny_splits):
+    """The finer 99% check validates the wrapped model on index batches (fit's own validation data); the
     diagnostics probe the net's layers on images."""
-    from mnist99 import diagnostics
+    from mnist99.training import diagnostics
 
     cfg = load_config([], TINY + ["train.epochs=2", "train.data_on_device=true", "train.optimizer.ema=0.9"])
     logged = []
@@ -67,14 +69,14 @@ def test_checks_and_diagnostics_work_while_a_trainer_fits(tiny_splits):
     assert len(logged) == 2 and any(k.startswith("grad_norm") for k in logged[0])
 
 
-def test_trainer_shares_the_nets_weights(tiny_splits):
+def test_augmented_net_shares_the_nets_weights(tiny_splits):
     cfg = load_config([], TINY)
     keras.mixed_precision.set_global_policy("mixed_float16")
     net = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")])
-    trainer = build_trainer(cfg, net, tiny_splits.x_train)
-    assert trained_net(trainer) is net and trained_net(net) is net
-    assert [id(v) for v in trainer.trainable_weights] == [id(v) for v in net.trainable_weights]
-    assert all(layer.compute_dtype == "float32" for layer in trainer.augmenter.layers)  # resamples in float32
+    wrapped = build_augmented_net(cfg, net, tiny_splits.x_train)
+    assert net_of(wrapped) is net and net_of(net) is net
+    assert [id(v) for v in wrapped.trainable_weights] == [id(v) for v in net.trainable_weights]
+    assert all(layer.compute_dtype == "float32" for layer in wrapped.augmenter.layers)  # resamples in float32
     assert keras.mixed_precision.global_policy().name == "mixed_float16"  # and the policy is left as it was
 
 

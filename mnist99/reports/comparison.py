@@ -7,13 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import matplotlib
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")  # files only, no display (as in mnist99.plots)
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from mnist99.reports.plots import plt
 
 # Column -> how the Markdown table prints it; the CSV keeps full precision.
 COLUMNS = {"arm": "{}", "val_accuracy": "{:.4f}", "test_accuracy": "{:.4f}", "best_epoch": "{:.0f}",

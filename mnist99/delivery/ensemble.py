@@ -13,8 +13,9 @@ import keras
 import numpy as np
 
 from mnist99.config import Config, MemberConfig, with_overrides
-
-IMAGE_SHAPE = (28, 28)
+from mnist99.constants import EVAL_BATCH, IMAGE_SHAPE
+from mnist99.data.model_input import to_model_input
+from mnist99.reports.metrics import accuracy
 
 
 def member_weights(n: int, weights: Sequence[float] | None = None) -> list[float]:
@@ -91,6 +92,12 @@ def member_plan(cfg: Config) -> list[tuple[Config, str | None]]:
     return plan
 
 
+def predict_members(models: Sequence[keras.Model], images: np.ndarray) -> list[np.ndarray]:
+    """Each member's (N, 10) probabilities on uint8 (N, 28, 28) ``images``."""
+    inputs = to_model_input(images)
+    return [np.asarray(m.predict(inputs, batch_size=EVAL_BATCH, verbose=0)) for m in models]
+
+
 def disagreement(probabilities: list[np.ndarray]) -> float:
     """The fraction of images on which the members' predicted digits are not all the same."""
     votes = np.stack([p.argmax(axis=1) for p in probabilities])
@@ -101,8 +108,8 @@ def score(probabilities: dict[str, list[np.ndarray]], labels: dict[str, np.ndarr
     """Members' and ensemble's accuracy per split (``val``, ``test``), the gain over the best member, disagreement."""
     metrics: dict[str, float] = {}
     for split, probs in probabilities.items():
-        members = [float(np.mean(p.argmax(axis=1) == labels[split])) for p in probs]
-        metrics[f"{split}_accuracy"] = float(np.mean(average(probs, weights).argmax(axis=1) == labels[split]))
+        members = [accuracy(p, labels[split]) for p in probs]
+        metrics[f"{split}_accuracy"] = accuracy(average(probs, weights), labels[split])
         metrics.update({f"member_{i}_{split}_accuracy": acc for i, acc in enumerate(members, start=1)})
         metrics[f"best_member_{split}_accuracy"] = max(members)
     metrics["ensemble_gain"] = metrics["test_accuracy"] - metrics["best_member_test_accuracy"]

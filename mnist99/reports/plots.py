@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import matplotlib
 
-matplotlib.use("Agg")
+matplotlib.use("Agg")  # files only, no display: servers, CI, jobs started over ssh
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from mnist99.constants import IMAGE_SHAPE  # noqa: E402
 
 
 def learning_curves(history: dict[str, list[float]], title: str = "") -> plt.Figure:
@@ -27,7 +29,7 @@ def learning_curves(history: dict[str, list[float]], title: str = "") -> plt.Fig
 
 def digit_grid(images: np.ndarray, captions: list[str] | None = None, cols: int = 8, title: str = "") -> plt.Figure:
     """A grid of (N, 28, 28[, 1]) digits with an optional caption under each."""
-    images = np.asarray(images).reshape(len(images), 28, 28)
+    images = np.asarray(images).reshape(len(images), *IMAGE_SHAPE)
     rows = max(1, int(np.ceil(len(images) / cols)))
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.3, rows * 1.5), squeeze=False)
     for i, ax in enumerate(axes.flat):

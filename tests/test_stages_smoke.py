@@ -23,7 +23,7 @@ def test_prepare_then_train_log_everything(smoke_cfg, store):
     assert run.data.tags["mnist99.stage"] == "train"
     assert run.data.tags["mnist99.model"] == "rescnn"
     assert run.data.tags["mnist99.optimizer"] == "adamw"
-    from mnist99.training.recipe import has_gpu
+    from mnist99.training.devices import has_gpu
 
     assert run.data.tags["mnist99.data_on_device"] == str(has_gpu()).lower()  # what `auto` chose here
     assert run.data.params["train.optimizer.lr"] == str(smoke_cfg.train.optimizer.lr)

@@ -26,9 +26,9 @@ import tensorflow as tf
 
 from mnist99.config import DiagnosticsConfig
 from mnist99.data import Splits
+from mnist99.data.batches import make_dataset
 from mnist99.models.layers import Maxout
-from mnist99.pipeline import make_dataset
-from mnist99.training.trainer import trained_net
+from mnist99.training.augmented_net import net_of
 
 LogFn = Callable[[dict[str, float], int], None]
 TagFn = Callable[[str, str], None]
@@ -102,7 +102,7 @@ class TrainingDiagnostics(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None) -> None:
         # One model giving the prediction and every hidden activation: a single forward pass serves both.
-        self._net = trained_net(self.model)  # the net itself, also while a Trainer feeds it indices
+        self._net = net_of(self.model)  # the net itself, also while an AugmentedNet feeds it indices
         self._activations = activation_layers(self._net)
         self._probe = keras.Model(self._net.inputs,
                                   [*self._net.outputs, *(layer.output for layer in self._activations)])

@@ -8,12 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from sklearn.metrics import ConfusionMatrixDisplay, accuracy_score, classification_report, confusion_matrix, log_loss
+from sklearn.metrics import ConfusionMatrixDisplay, classification_report, confusion_matrix, log_loss
 
-from mnist99 import plots
-from mnist99.plots import plt  # imported through plots: the Agg backend is set there
+from mnist99.constants import NUM_CLASSES
+from mnist99.reports import plots
+from mnist99.reports.metrics import accuracy
+from mnist99.reports.plots import plt
 
-NUM_CLASSES = 10
 ECE_BINS = 15  # the usual choice since Guo et al. (2017); with ~1% errors, finer bins are mostly empty
 CLASSES = list(range(NUM_CLASSES))
 
@@ -46,10 +47,6 @@ def check_predictions(probs: np.ndarray, labels: np.ndarray) -> None:
         raise ValueError(f"probabilities must have shape (N >= 1, {NUM_CLASSES}), got {probs.shape}")
     if labels.shape != (len(probs),):
         raise ValueError(f"labels must have shape ({len(probs)},) to match the probabilities, got {labels.shape}")
-
-
-def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
-    return float(accuracy_score(labels, probs.argmax(axis=1)))
 
 
 def nll(probs: np.ndarray, labels: np.ndarray) -> float:

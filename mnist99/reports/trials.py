@@ -5,7 +5,7 @@ from collections.abc import Iterable
 
 import pandas as pd
 
-from mnist99.plots import plt  # the Agg backend is chosen there
+from mnist99.reports.plots import plt
 
 HYPERBAND_KEYS = {"tuner/bracket": "bracket", "tuner/round": "round", "tuner/epochs": "epochs",
                   "tuner/initial_epoch": "initial_epoch", "tuner/trial_id": "continues_trial"}

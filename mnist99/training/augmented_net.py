@@ -3,10 +3,10 @@ optionally, behind the whole training set held in device memory.
 
 Why: on a GPU the per-batch host work -- the copy, the uint8 -> float cast and above all the
 augmentation, which ``tf.data`` runs on the host's cores -- can bound the step time, not the model.
-A :class:`Trainer` takes batches of *indices*, gathers the uint8 images from one device-resident
+A :class:`AugmentedNet` takes batches of *indices*, gathers the uint8 images from one device-resident
 variable, casts and augments them and calls the net, all in the compiled train step. The net's
-weights are the trainer's weights, so the net that is evaluated, logged and exported is the same
-plain net as without it (images in, probabilities out): the trainer is thrown away after ``fit``.
+weights are the wrapped model's weights, so the net that is evaluated, logged and exported is the same
+plain net as without it (images in, probabilities out): the wrapped model is thrown away after ``fit``.
 
 Written with ``keras.ops`` only, so the TensorFlow path (:mod:`mnist99.training.fit`) and the JAX
 GPU benchmark (``benchmarks/gpu.py``) train the same thing.
@@ -17,13 +17,14 @@ import keras
 import numpy as np
 from keras import ops
 
-from mnist99.augment import build_augmenter
 from mnist99.config import Config
+from mnist99.data.augment import build_augmenter
+from mnist99.data.model_input import to_model_input
 
 
 class DeviceImages(keras.layers.Layer):
     """All the images as one non-trainable uint8 variable; maps a batch of indices to float32 (B, 28, 28, 1)
-    in [0, 1], as :func:`mnist99.pipeline.to_model_input` does on the host."""
+    in [0, 1] with :func:`mnist99.data.model_input.to_model_input`, as the host pipeline does."""
 
     def __init__(self, images: np.ndarray, **kwargs) -> None:
         super().__init__(dtype="float32", **kwargs)
@@ -40,20 +41,20 @@ class DeviceImages(keras.layers.Layer):
 
     def call(self, indices):
         batch = ops.take(self.images, ops.cast(indices, "int32"), axis=0)
-        return ops.expand_dims(ops.cast(batch, "float32") / 255.0, -1)
+        return to_model_input(batch)
 
 
-class Trainer(keras.Model):
+class AugmentedNet(keras.Model):
     """``net(augmenter(images))``, where the images come as they are or, with ``images``, as indices into them.
 
     The augmentation is active in training only (Keras' random layers pass images through at
-    inference), so validating the trainer validates the net. Float32 itself, so a mixed-precision
+    inference), so validating the wrapped model validates the net. Float32 itself, so a mixed-precision
     policy does not cast the images before the augmentation resamples them.
     """
 
     def __init__(self, net: keras.Model, augmenter: keras.Model | None = None,
                  images: np.ndarray | None = None, **kwargs) -> None:
-        super().__init__(name="trainer", dtype="float32", **kwargs)
+        super().__init__(name="augmented_net", dtype="float32", **kwargs)
         self.net = net
         self.augmenter = augmenter
         self.images = DeviceImages(images, name="device_images") if images is not None else None
@@ -65,13 +66,13 @@ class Trainer(keras.Model):
         return self.net(x, training=training)
 
 
-def build_trainer(cfg: Config, net: keras.Model, images: np.ndarray | None = None) -> Trainer:
+def build_augmented_net(cfg: Config, net: keras.Model, images: np.ndarray | None = None) -> AugmentedNet:
     """The configured augmentation (built in float32, whatever the policy) in front of ``net``.
 
     Keras 3.15 marks its random affine layers un-jittable for TensorFlow's sake (no XLA kernel for
     ImageProjectiveTransform), which makes a JAX model containing them run eagerly, ~30x slower;
     their JAX ops do compile, so under JAX they are marked jittable. Under TensorFlow Keras then
-    trains the trainer without XLA (it says so).
+    trains the wrapped model without XLA (it says so).
     """
     policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("float32")
@@ -82,12 +83,12 @@ def build_trainer(cfg: Config, net: keras.Model, images: np.ndarray | None = Non
     if augmenter is not None and keras.config.backend() == "jax":
         for layer in augmenter.layers:
             layer.supports_jit = True
-    trainer = Trainer(net, augmenter, images)
+    wrapped = AugmentedNet(net, augmenter, images)
     # Built now, on one index or image, so that BackupAndRestore can restore into it before fit starts.
-    trainer(np.zeros((1,), "int32") if images is not None else np.zeros((1, *net.input_shape[1:]), "float32"))
-    return trainer
+    wrapped(np.zeros((1,), "int32") if images is not None else np.zeros((1, *net.input_shape[1:]), "float32"))
+    return wrapped
 
 
-def trained_net(model: keras.Model) -> keras.Model:
-    """The net a callback should look at: the trainer's net while a :class:`Trainer` fits, else ``model``."""
-    return model.net if isinstance(model, Trainer) else model
+def net_of(model: keras.Model) -> keras.Model:
+    """The net a callback should look at: the wrapped model's net while an :class:`AugmentedNet` fits, else ``model``."""
+    return model.net if isinstance(model, AugmentedNet) else model

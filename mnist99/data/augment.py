@@ -1,6 +1,6 @@
 """Augmentation ops, each a Keras 3 preprocessing layer chosen by name from the config.
 
-They run per batch inside ``tf.data`` (see :mod:`mnist99.pipeline`), not inside the model:
+They run per batch inside ``tf.data`` (see :mod:`mnist99.data.batches`), not inside the model:
 Keras' random image layers are not XLA-compilable and would turn ``jit_compile`` off.
 Images are float32 in [0, 1], shape (B, 28, 28, 1).
 """

@@ -1,0 +1,1 @@
+"""What is delivered: the members combined into one ensemble model, its export, and loading it back."""

@@ -1,0 +1,68 @@
+"""Cache keys and provenance: digests of the code, the config and the data that a result depends on.
+
+A stage run is tagged with its cache key (``mnist99.cache_key``); a FINISHED run with the same key is
+reused instead of computed again (``mnist99 run``'s skipped stages, an ensemble's finished members).
+The code part is a digest of the package's own ``.py`` files: the same in a checkout and in an
+installed wheel, and unchanged by commits that touch only docs, tests, configs or benchmarks.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from mnist99 import __version__
+from mnist99.config import Config, to_yaml
+
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
+CACHE_KEY_TAG = "mnist99.cache_key"
+CODE_DIGEST_TAG = "mnist99.code_digest"
+
+# The config sections each stage's result depends on (besides the data, the code, and for export the
+# ensemble run it exports); None: the whole resolved config. Tracking, tuning and study settings
+# change no result of prepare, ensemble or export.
+STAGE_SECTIONS: dict[str, tuple[str, ...] | None] = {
+    "prepare": ("data", "seed"),
+    "train": None,
+    "ensemble": ("data", "augment", "model", "train", "ensemble", "seed"),
+    "export": ("export",),
+}
+
+
+@functools.cache
+def code_digest() -> str:
+    """sha256 over the package's ``.py`` files (relative path and bytes, in path order); computed once a process."""
+    digest = hashlib.sha256()
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        digest.update(path.relative_to(PACKAGE_DIR).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+@functools.cache
+def git_commit() -> str | None:
+    """The commit of the checkout the code runs from, for provenance tags only (None in a wheel install)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=PACKAGE_DIR)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def job_key(payload: str, data_digest: str) -> str:
+    """A short, stable key for (what is computed, on which data, by which mnist99 version)."""
+    return hashlib.sha256(f"{payload}\n{data_digest}\n{__version__}".encode()).hexdigest()[:16]
+
+
+def cache_key(stage: str, cfg: Config, data_digest: str, upstream: str = "") -> str:
+    """The cache key of ``stage`` run on ``cfg``: the config sections it reads (:data:`STAGE_SECTIONS`),
+    ``upstream`` (a run it reads, e.g. the ensemble an export exports), the data and the code."""
+    sections = STAGE_SECTIONS[stage]
+    if sections is None:
+        payload = to_yaml(cfg)
+    else:
+        dumped = cfg.model_dump()
+        payload = yaml.safe_dump({name: dumped[name] for name in sections}, sort_keys=True)
+    return job_key(f"{stage}\n{payload}\n{upstream}\n{code_digest()}", data_digest)
