@@ -4,9 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 MNIST99_DATA ?= $(abspath ../shared/data/mnist)
 export MNIST99_DATA
-CONFIG ?= configs/default.yaml
+CONFIG ?= default
 
-.PHONY: setup browser run test lint clean
+.PHONY: setup browser run test test-fast lint clean
 
 $(BIN)/mnist99: setup.cfg pyproject.toml
 	$(PYTHON) -m venv --system-site-packages $(VENV)  # reuses what the machine has; installs the rest
@@ -16,7 +16,7 @@ $(BIN)/mnist99: setup.cfg pyproject.toml
 
 setup: $(BIN)/mnist99
 
-## The main job: prepare -> 3-model ensemble -> evaluate -> export (`make run CONFIG=configs/smoke.yaml`: in a minute)
+## The main job: prepare -> 3-model ensemble -> evaluate -> export (`make run CONFIG=quick`: the same in about 1.5 min)
 run: setup
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/mnist99 run -c $(CONFIG)
 
@@ -31,6 +31,10 @@ browser:
 ## The default test suite, the same command CI runs
 test: setup browser
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q
+
+## The inner loop: the tests not marked slow or integration (no real MNIST, no subprocess training)
+test-fast: setup
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q -m "not slow and not integration"
 
 lint: setup
 	$(BIN)/python -m ruff check mnist99 tests pipelines benchmarks

@@ -4,28 +4,39 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import logging
+import os
 import signal
 import sys
+import warnings
 from collections.abc import Iterator
 
+from mnist99 import __version__
 from mnist99.errors import Mnist99Error
 
 # Sub-command -> module under mnist99.stages. Each module has a docstring (its help text), a
 # ``run(cfg) -> dict`` entry function and, if it takes options beyond -c/--set, ``add_arguments(parser)``
 # plus ``run(cfg, args)``. Adding a stage is adding a module and a line here.
 STAGES = ["prepare", "train", "ensemble", "export", "run", "ui", "evaluate", "predict", "tune", "study"]
+# Libraries whose start-up lines, INFO logs and warnings a user cannot act on; --verbose shows them.
+QUIET_LIBRARIES = ("mlflow", "tensorflow", "keras", "keras_tuner", "absl", "alembic", "sqlalchemy", "urllib3",
+                   "matplotlib", "PIL", "google")
 
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", action="append", default=[], metavar="FILE",
-                        help="YAML config; repeat to merge in order (the later wins) over configs/default.yaml")
+                        help="YAML config: a file, or a packaged config by name (default, quick, gpu, mlp, "
+                             "studies/activations, ...); repeat to merge in order (the later wins) over default")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                         help="override one dotted key, e.g. --set train.epochs=3 (repeatable)")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="also show the libraries' logs and warnings (MLflow, TensorFlow, Keras)")
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mnist99", description="MNIST past 99%: a staged, tracked Keras 3 pipeline.")
+    parser.add_argument("--version", action="version", version=f"mnist99 {__version__}")
     sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
     for name in STAGES:
         module = stage_module(name)
@@ -35,6 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
         add_config_args(stage_parser)
         if hasattr(module, "add_arguments"):
             module.add_arguments(stage_parser)
+    show = sub.add_parser("config", help="print the fully resolved config a stage would use (YAML)",
+                          description="mnist99 config show -c quick --set train.epochs=3: the merged, validated "
+                                      "config, every key, as `-c` accepts it back.")
+    show.add_argument("action", choices=["show"], nargs="?", default="show")
+    add_config_args(show)
     return parser
 
 
@@ -52,12 +68,38 @@ def run_stage(stage: str, args: argparse.Namespace) -> dict:
     return module.run(cfg, args) if hasattr(module, "add_arguments") else module.run(cfg)
 
 
+def show_config(args: argparse.Namespace) -> None:
+    """Print the resolved config as YAML, headed by the files it merged."""
+    from mnist99.config import DEFAULT_CONFIG, load_config, resolve_config_path, to_yaml
+
+    cfg = load_config(args.config, args.overrides)
+    sources = [str(DEFAULT_CONFIG), *(str(resolve_config_path(f)) for f in args.config)]
+    header = "".join(f"# {line}\n" for line in ["merged: " + ", ".join(sources), *(f"--set {o}" for o in args.overrides)])
+    print(header + to_yaml(cfg), end="")
+
+
+def quiet_libraries(verbose: bool) -> None:
+    """Keep the console to what mnist99 says (stage, member, epochs, results) unless ``verbose``.
+
+    TensorFlow's C++ lines (CUDA probes on a CPU machine, oneDNN notes) obey TF_CPP_MIN_LOG_LEVEL, read
+    when TensorFlow loads; MLflow's INFO lines (system metrics start/stop, registry notes), Python
+    warnings from libraries and TensorFlow's retracing notes go through logging and warnings.
+    """
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0" if verbose else "3"
+    if verbose:
+        return
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")  # read when mlflow configures its loggers
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module=rf"({'|'.join(QUIET_LIBRARIES)})(\.|$)")
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
 def import_tensorflow_quietly() -> None:
     """Import TensorFlow with stderr muted: its C++ start-up lines (oneDNN, CUDA stubs) are printed
     before absl logging starts, so no TF_CPP_MIN_LOG_LEVEL silences them and they would bury our
     one-line errors. An import failure still raises, with its message, once stderr is back."""
-    import os
-
     sys.stderr.flush()
     saved = os.dup(2)
     try:
@@ -76,7 +118,8 @@ def _interrupt(signum: int, frame) -> None:
 @contextlib.contextmanager
 def sigterm_interrupts() -> Iterator[None]:
     """Treat SIGTERM (``kill``, a scheduler's stop) like Ctrl-C while a stage runs: its MLflow run
-    ends KILLED instead of staying RUNNING forever. The previous handler is restored afterwards."""
+    ends KILLED instead of staying RUNNING forever, and a server it started is stopped in order.
+    The previous handler is restored afterwards."""
     try:
         previous = signal.signal(signal.SIGTERM, _interrupt)
     except ValueError:  # not the main thread: signals cannot be handled here, leave them as they are
@@ -91,8 +134,12 @@ def sigterm_interrupts() -> Iterator[None]:
 def main(argv: list[str] | None = None, stage: str | None = None) -> int:
     """Entry point; ``stage`` fixes the sub-command (for ``pipelines/<stage>.py``)."""
     args = build_parser().parse_args(([stage] if stage else []) + list(sys.argv[1:] if argv is None else argv))
-    import_tensorflow_quietly()  # after parsing: `mnist99 --help` and usage errors do not pay for it
+    quiet_libraries(args.verbose)
     try:
+        if args.stage == "config":
+            show_config(args)
+            return 0
+        import_tensorflow_quietly()  # after parsing: `mnist99 --help` and usage errors do not pay for it
         with sigterm_interrupts():
             run_stage(args.stage, args)
     except Mnist99Error as exc:

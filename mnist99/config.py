@@ -1,11 +1,19 @@
 """The typed configuration schema, and loading it from YAML files plus dotted overrides.
 
-OmegaConf merges the files and ``--set`` overrides (later wins); pydantic validates the result
-once, so every stage receives a typed, range-checked :class:`Config` and never a raw dict.
+OmegaConf merges the packaged ``configs/default.yaml``, the files given and ``--set`` overrides (later
+wins); pydantic validates the result once, so every stage receives a typed, range-checked
+:class:`Config` and never a raw dict.
+
+Every default value lives in one place: the commented ``configs/default.yaml``. The schema checks
+types and ranges and holds no defaults (a key missing from the merged config is an error), so the
+two cannot disagree; a key added later gets its default in ``default.yaml`` only. The exceptions are
+the fields of list items (ensemble members, study arms, search-space specs), which ``default.yaml``
+cannot hold: their defaults are here, on :class:`MemberConfig`, :class:`StudyArm` and :class:`ParamSpec`.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +26,8 @@ from pydantic_core import PydanticCustomError
 
 from mnist99.errors import ConfigError, first_line
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # shipped in the wheel; ./configs links here in a checkout
+DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
 
 
 def _registered(kind: str, where: str) -> Callable[[str], str]:
@@ -49,112 +58,113 @@ TunerName = Annotated[str, AfterValidator(_registered("tuner", "mnist99.tuning.t
 
 
 class Section(BaseModel):
-    """Base for every section: unknown keys are refused, values are checked on assignment."""
+    """Base for every section: unknown keys are refused, values are checked on assignment; no defaults
+    (they live in ``configs/default.yaml``, see the module docstring)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class DataConfig(Section):
-    path: str | None = None  # folder with the four IDX .gz files, or a Keras mnist.npz
-    cache_dir: str = "~/.cache/mnist99"
-    val_size: int = Field(5000, ge=10, le=30000)  # held out of train, stratified
-    train_limit: int | None = Field(None, ge=10)  # smoke runs: a stratified subset
-    test_limit: int | None = Field(None, ge=10)
+    path: str | None  # folder with the four IDX .gz files, or a Keras mnist.npz
+    cache_dir: str
+    val_size: int = Field(ge=10, le=30000)  # held out of train, stratified
+    train_limit: int | None = Field(ge=10)  # smoke runs: a stratified subset
+    test_limit: int | None = Field(ge=10)
 
 
 class RotationConfig(Section):
-    enabled: bool = True
-    degrees: float = Field(10.0, ge=0, le=180)
+    enabled: bool
+    degrees: float = Field(ge=0, le=180)
 
 
 class ShiftConfig(Section):
-    enabled: bool = True
-    fraction: float = Field(0.1, ge=0, lt=0.5)
+    enabled: bool
+    fraction: float = Field(ge=0, lt=0.5)
 
 
 class ZoomConfig(Section):
-    enabled: bool = True
-    fraction: float = Field(0.1, ge=0, lt=1)
+    enabled: bool
+    fraction: float = Field(ge=0, lt=1)
 
 
 class ShearConfig(Section):
-    enabled: bool = True
-    factor: float = Field(0.1, ge=0, le=1)
+    enabled: bool
+    factor: float = Field(ge=0, le=1)
 
 
 class ElasticConfig(Section):
-    enabled: bool = False
-    probability: float = Field(0.5, ge=0, le=1)  # chance per image
-    alpha: float = Field(34.0, ge=0)  # displacement scale in pixels (Simard et al. 2003: 34)
-    sigma: float = Field(4.0, gt=0, le=14)  # smoothing of the displacement field, pixels (theirs: 4)
+    enabled: bool
+    probability: float = Field(ge=0, le=1)  # chance per image
+    alpha: float = Field(ge=0)  # displacement scale in pixels (Simard et al. 2003: 34)
+    sigma: float = Field(gt=0, le=14)  # smoothing of the displacement field, pixels (theirs: 4)
 
 
 class AugmentConfig(Section):
-    enabled: bool = True
-    rotation: RotationConfig = RotationConfig()
-    shift: ShiftConfig = ShiftConfig()
-    zoom: ZoomConfig = ZoomConfig()
-    shear: ShearConfig = ShearConfig()
-    elastic: ElasticConfig = ElasticConfig()
+    enabled: bool
+    rotation: RotationConfig
+    shift: ShiftConfig
+    zoom: ZoomConfig
+    shear: ShearConfig
+    elastic: ElasticConfig
 
 
 class ModelConfig(Section):
-    name: ModelName = "rescnn"
-    activation: ActivationName = "relu"
-    initializer: InitializerName = "he_normal"
-    width: int = Field(32, ge=1, le=8192)  # rescnn: stem channels; resmlp: units per block
-    depth: int = Field(3, ge=1, le=64)  # residual blocks
-    dropout: float = Field(0.1, ge=0, lt=1)
-    l2: float = Field(1e-6, ge=0)
-    leaky_alpha: float = Field(0.1, ge=0, lt=1)  # leaky_relu only
-    maxout_pieces: int = Field(2, ge=2, le=8)  # maxout only
-    bn_momentum: float = Field(0.99, gt=0, lt=1)  # lower tracks the moving statistics faster
+    name: ModelName
+    activation: ActivationName
+    initializer: InitializerName
+    width: int = Field(ge=1, le=8192)  # rescnn: stem channels; resmlp: units per block
+    depth: int = Field(ge=1, le=64)  # residual blocks
+    dropout: float = Field(ge=0, lt=1)
+    l2: float = Field(ge=0)
+    leaky_alpha: float = Field(ge=0, lt=1)  # leaky_relu only
+    maxout_pieces: int = Field(ge=2, le=8)  # maxout only
+    bn_momentum: float = Field(gt=0, lt=1)  # lower tracks the moving statistics faster
 
 
 class OptimizerConfig(Section):
-    name: OptimizerName = "adamw"
-    lr: float = Field(3e-3, gt=0)
-    weight_decay: float = Field(5e-4, ge=0)
-    momentum: float = Field(0.9, ge=0, lt=1)  # sgd, rmsprop
-    nesterov: bool = True  # sgd
-    clipnorm: float | None = Field(None, gt=0)
+    name: OptimizerName
+    lr: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    momentum: float = Field(ge=0, lt=1)  # sgd, rmsprop
+    nesterov: bool  # sgd
+    clipnorm: float | None = Field(gt=0)
     # Exponential moving average of the weights, used for validation and kept at the end: smooths
     # the noise of high learning rates, so validation accuracy is high early. None turns it off.
-    ema: float | None = Field(None, gt=0, lt=1)
+    ema: float | None = Field(gt=0, lt=1)
 
 
 class ScheduleConfig(Section):
-    name: ScheduleName = "onecycle"
-    warmup: float = Field(0.15, ge=0, lt=1)  # fraction of all steps (cosine, onecycle)
-    final_fraction: float = Field(0.01, ge=0, le=1)  # last lr / peak lr (cosine, onecycle)
-    step_every: int = Field(3, ge=1)  # epochs between decays (step)
-    step_factor: float = Field(0.5, gt=0, le=1)  # lr multiplier per decay (step, exponential)
+    name: ScheduleName
+    warmup: float = Field(ge=0, lt=1)  # fraction of all steps (cosine, onecycle)
+    final_fraction: float = Field(ge=0, le=1)  # last lr / peak lr (cosine, onecycle)
+    step_every: int = Field(ge=1)  # epochs between decays (step)
+    step_factor: float = Field(gt=0, le=1)  # lr multiplier per decay (step, exponential)
 
 
 class EarlyStoppingConfig(Section):
-    enabled: bool = True
-    patience: int = Field(4, ge=1)
-    min_delta: float = Field(0.0, ge=0)
+    enabled: bool
+    patience: int = Field(ge=1)
+    min_delta: float = Field(ge=0)
 
 
 class TrainConfig(Section):
-    epochs: int = Field(12, ge=1, le=1000)
-    batch_size: int = Field(128, ge=1, le=65536)
-    label_smoothing: float = Field(0.1, ge=0, lt=1)
-    optimizer: OptimizerConfig = OptimizerConfig()
-    schedule: ScheduleConfig = ScheduleConfig()
-    early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
-    deterministic: bool = False  # TF op determinism: reproducible bits, slower
-    # true: mixed_float16 (GPUs); bfloat16: mixed_bfloat16 (CPUs with AVX512-BF16/AMX, measured +11-17%
-    # training images/s on this project's CPU); the softmax stays float32 either way
-    mixed_precision: bool | Literal["bfloat16"] = False
-    jit_compile: Literal["auto"] | bool = "auto"  # auto: XLA on GPU only (slower on CPU, measured)
-    strategy: Literal["auto", "mirrored", "none"] = "auto"
+    epochs: int = Field(ge=1, le=1000)
+    batch_size: int = Field(ge=1, le=65536)
+    label_smoothing: float = Field(ge=0, lt=1)
+    optimizer: OptimizerConfig
+    schedule: ScheduleConfig
+    early_stopping: EarlyStoppingConfig
+    deterministic: bool  # TF op determinism: reproducible bits, slower
+    # true: mixed_float16 (GPUs); bfloat16: mixed_bfloat16 (CPUs with AVX512-BF16/AMX); the softmax stays
+    # float32 either way
+    mixed_precision: bool | Literal["bfloat16"]
+    jit_compile: Literal["auto"] | bool  # auto: XLA on a GPU only (on a CPU it slows these nets)
+    strategy: Literal["auto", "mirrored", "none"]
     # the uint8 train+val images in device memory, gathered and augmented inside the compiled step
     # (mnist99.training.augmented_net); auto: on a GPU when they fit
-    data_on_device: Literal["auto"] | bool = "auto"
-    verbose: int = Field(2, ge=0, le=2)  # keras fit verbosity
-    checkpoint_dir: str = "checkpoints"  # per-epoch backups, so a killed run resumes where it stopped
+    data_on_device: Literal["auto"] | bool
+    verbose: int = Field(ge=0, le=2)  # 2: a line an epoch, 1: Keras' progress bar, 0: silent
+    checkpoint_dir: str  # per-epoch backups, so a killed run resumes where it stopped
 
 
 class MemberConfig(Section):
@@ -167,30 +177,30 @@ class MemberConfig(Section):
 
 
 class EnsembleConfig(Section):
-    size: int = Field(3, ge=1, le=50)
-    members: list[MemberConfig] = Field(default_factory=list)  # empty: seeds seed, seed+1, ...
-    weighting: Literal["mean", "val_accuracy"] = "mean"
+    size: int = Field(ge=1, le=50)
+    members: list[MemberConfig]  # empty: seeds seed, seed+1, ...
+    weighting: Literal["mean", "val_accuracy"]
 
 
 class ExportConfig(Section):
-    dir: str = "exports"
-    registered_name: str = "mnist99-ensemble"
-    saved_model: bool = True
+    dir: str
+    registered_name: str
+    saved_model: bool
 
 
 class TrackingConfig(Section):
-    uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db
-    experiment: str = "mnist99"
-    system_metrics: bool = True  # MLflow's CPU/memory/disk/GPU sampling, every 10 s: ~0.1 ms a sample
+    uri: str | None  # default: $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db
+    experiment: str
+    system_metrics: bool  # MLflow's CPU/memory/disk/GPU sampling, every 10 s: ~0.1 ms a sample
 
 
 class DiagnosticsConfig(Section):
     """Per-epoch training diagnostics (mnist99.training.diagnostics), computed on one fixed validation batch."""
 
-    enabled: bool = False  # off by default: studies switch it on; costs one extra forward+backward per epoch
-    batch_size: int = Field(256, ge=1, le=10000)  # the first N validation images, the same every epoch
-    sparsity_threshold: float = Field(1e-3, ge=0)  # |w| below this counts as a zero weight
-    overfit_patience: int = Field(3, ge=1)  # epochs of rising val_loss with falling train loss
+    enabled: bool  # studies switch it on; costs one extra forward+backward per epoch
+    batch_size: int = Field(ge=1, le=10000)  # the first N validation images, the same every epoch
+    sparsity_threshold: float = Field(ge=0)  # |w| below this counts as a zero weight
+    overfit_patience: int = Field(ge=1)  # epochs of rising val_loss with falling train loss
 
 
 class StudyArm(Section):
@@ -204,8 +214,8 @@ class StudyArm(Section):
 class StudyConfig(Section):
     """A grid of runs with the same seed and budget, compared on one parent run (stage ``study``)."""
 
-    name: str = "study"
-    arms: list[StudyArm] = Field(default_factory=list)
+    name: str
+    arms: list[StudyArm]
 
 
 class ParamSpec(Section):
@@ -233,31 +243,31 @@ class ParamSpec(Section):
 class TuneConfig(Section):
     """The ``tune`` stage: KerasTuner over ``space`` (dotted config keys), objective val_accuracy."""
 
-    tuner: TunerName = "hyperband"  # hyperband, bayesian, random
-    max_trials: int = Field(20, ge=1)  # bayesian, random (hyperband's budget is max_epochs and factor)
-    max_epochs: int = Field(6, ge=1)  # epochs of a full trial (every trial for bayesian/random)
-    executions_per_trial: int = Field(1, ge=1)
-    factor: int = Field(3, ge=2)  # hyperband: keep 1/factor of the trials per round
-    hyperband_iterations: int = Field(1, ge=1)
-    directory: str = "tuning"  # KerasTuner project folders: delete one to start that search afresh
-    project: str | None = None  # default: <tuner>-<digest of the searched config>, so reruns resume
-    output: str = "configs/tuned.yaml"  # the best hyperparameters, for `train -c`
-    experiment: str = "mnist99-tune"
-    space: dict[str, ParamSpec] = Field(default_factory=dict)
+    tuner: TunerName  # hyperband, bayesian, random
+    max_trials: int = Field(ge=1)  # bayesian, random (hyperband's budget is max_epochs and factor)
+    max_epochs: int = Field(ge=1)  # epochs of a full trial (every trial for bayesian/random)
+    executions_per_trial: int = Field(ge=1)
+    factor: int = Field(ge=2)  # hyperband: keep 1/factor of the trials per round
+    hyperband_iterations: int = Field(ge=1)
+    directory: str  # KerasTuner project folders: delete one to start that search afresh
+    project: str | None  # default: <tuner>-<digest of the searched config>, so reruns resume
+    output: str  # the best hyperparameters, for `train -c`
+    experiment: str
+    space: dict[str, ParamSpec]
 
 
 class Config(Section):
-    seed: int = 1
-    data: DataConfig = DataConfig()
-    augment: AugmentConfig = AugmentConfig()
-    model: ModelConfig = ModelConfig()
-    train: TrainConfig = TrainConfig()
-    ensemble: EnsembleConfig = EnsembleConfig()
-    export: ExportConfig = ExportConfig()
-    tracking: TrackingConfig = TrackingConfig()
-    diagnostics: DiagnosticsConfig = DiagnosticsConfig()
-    study: StudyConfig = StudyConfig()
-    tune: TuneConfig = TuneConfig()
+    seed: int
+    data: DataConfig
+    augment: AugmentConfig
+    model: ModelConfig
+    train: TrainConfig
+    ensemble: EnsembleConfig
+    export: ExportConfig
+    tracking: TrackingConfig
+    diagnostics: DiagnosticsConfig
+    study: StudyConfig
+    tune: TuneConfig
 
     @model_validator(mode="after")
     def _members_fit_size(self) -> Config:
@@ -292,7 +302,7 @@ def _typed_by_user(what: str) -> Iterator[None]:
         yield
     except ConfigError:
         raise
-    except Exception as exc:  # noqa: BLE001 - see the docstring; found by tests/test_config_fuzz.py
+    except Exception as exc:  # noqa: BLE001 - see the docstring; tests/test_config_fuzz.py covers these inputs
         raise ConfigError(f"{what}: {first_line(exc)}") from None
 
 
@@ -314,18 +324,52 @@ def _parse_override(item: str) -> Any:
         return OmegaConf.from_dotlist([item])
 
 
+def packaged_configs() -> list[str]:
+    """The names ``-c`` accepts for the configs shipped with the package (``quick``, ``studies/activations``...)."""
+    return sorted(p.relative_to(CONFIG_DIR).with_suffix("").as_posix() for p in CONFIG_DIR.rglob("*.yaml"))
+
+
+def resolve_config_path(name: str | Path) -> Path:
+    """The file ``-c name`` means: an existing file wins; otherwise a packaged config, named with or
+    without ``.yaml`` and with or without a leading ``configs/`` (so README commands work from any folder).
+
+    Raises ConfigError naming ``name`` and the packaged configs when neither exists.
+    """
+    given = Path(name).expanduser()
+    if given.is_file():
+        return given
+    stem = given.as_posix().removeprefix("configs/")
+    for candidate in (CONFIG_DIR / stem, CONFIG_DIR / f"{stem}.yaml"):
+        if candidate.is_file() and CONFIG_DIR in candidate.resolve().parents:
+            return candidate
+    raise ConfigError(f"config file not found: {name} (no such file, and no packaged config of that name; "
+                      f"packaged: {', '.join(packaged_configs())})")
+
+
 def load_config(files: list[str | Path] | None = None, overrides: list[str] | None = None) -> Config:
     """Merge the default config, ``files`` in order and ``overrides`` (``a.b=value``), then validate.
 
-    The default file is always the base, so an experiment file states only what differs.
+    The default file is always the base, so an experiment file states only what differs. ``files``
+    are paths or packaged config names (:func:`resolve_config_path`).
     Raises ConfigError naming the file, dotted key or value at fault.
     """
+    paths = [resolve_config_path(f) for f in files or []]
     layers = [_read_yaml(DEFAULT_CONFIG)]
-    layers += [_read_yaml(Path(f)) for f in files or [] if Path(f).resolve() != DEFAULT_CONFIG]
+    layers += [_read_yaml(p) for p in paths if p.resolve() != DEFAULT_CONFIG.resolve()]
     layers += [_parse_override(o) for o in overrides or []]
     with _typed_by_user("cannot merge configs"):
         merged = OmegaConf.to_container(OmegaConf.merge(*layers), resolve=True)
     return validate_config(merged)
+
+
+@functools.cache
+def _defaults() -> Config:
+    return load_config()
+
+
+def defaults() -> Config:
+    """The default config (``configs/default.yaml`` alone), as a fresh copy the caller may change."""
+    return _defaults().model_copy(deep=True)
 
 
 def validate_config(data: Any) -> Config:

@@ -3,7 +3,7 @@ import keras
 import numpy as np
 import pytest
 
-from mnist99.config import ModelConfig, load_config
+from mnist99.config import load_config
 from mnist99.models import build_model
 from mnist99.models.layers import ACTIVATIONS, Maxout, initializer
 from tests.conftest import assert_takes_a_training_step
@@ -65,7 +65,7 @@ def test_a_maxout_model_saves_and_loads_as_keras_in_safe_mode(tmp_path):
     ("relu", "he_normal", keras.initializers.HeNormal),
 ])
 def test_selu_gets_lecun_normal_unless_another_initializer_is_named(act, init, expected):
-    assert type(initializer(ModelConfig(activation=act, initializer=init))) is expected
+    assert type(initializer(load_config([], [f"model.activation={act}", f"model.initializer={init}"]).model)) is expected
 
 
 def test_selu_models_use_alpha_dropout():

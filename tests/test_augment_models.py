@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from mnist99.config import AugmentConfig, ModelConfig, load_config
+from mnist99.config import ModelConfig, defaults, load_config
 from mnist99.data.augment import AUGMENT_OPS, build_augmenter
 from mnist99.data.model_input import to_model_input
 from mnist99.models import MODELS, build_model
@@ -16,7 +16,7 @@ def batch():
 
 @pytest.mark.parametrize("op", AUGMENT_OPS.names())
 def test_each_op_keeps_shape_and_range_and_changes_the_image(op):
-    cfg = AugmentConfig()
+    cfg = defaults().augment
     for other in AUGMENT_OPS.names():
         getattr(cfg, other).enabled = other == op
     aug = build_augmenter(cfg, seed=3)
@@ -30,12 +30,12 @@ def test_each_op_keeps_shape_and_range_and_changes_the_image(op):
 FIRST_BATCH = """
 import hashlib, sys, keras, numpy as np
 from mnist99.data.augment import build_augmenter
-from mnist99.config import AugmentConfig
+from mnist99.config import defaults
 from mnist99.data.batches import make_dataset
 seed = int(sys.argv[1])
 keras.utils.set_random_seed(seed)  # as training does (configure_runtime)
 x = np.random.default_rng(0).integers(0, 255, (64, 28, 28)).astype(np.uint8)
-aug = build_augmenter(AugmentConfig(), seed)
+aug = build_augmenter(defaults().augment, seed)
 images, labels = next(iter(make_dataset(x, np.arange(64) % 10, 32, True, aug, seed)))
 assert labels.shape == (32, 10)
 print(hashlib.sha256(images.numpy().tobytes()).hexdigest())
@@ -60,7 +60,7 @@ def test_each_op_in_tf_data_keeps_every_image_its_own(op):
     unknown batch size, pasted one distorted image over half the batch)."""
     from mnist99.data.batches import make_dataset
 
-    cfg = AugmentConfig()
+    cfg = defaults().augment
     for other in AUGMENT_OPS.names():
         getattr(cfg, other).enabled = other == op
     cfg.elastic.probability = 1.0
@@ -85,7 +85,7 @@ def test_no_two_training_batches_share_their_random_draws(op):
     parallel drew the same seed: of 40 batches of one image, 3 pairs came out identical (rotation)."""
     from mnist99.data.batches import make_dataset
 
-    cfg = AugmentConfig()
+    cfg = defaults().augment
     for other in AUGMENT_OPS.names():
         getattr(cfg, other).enabled = other == op
     cfg.elastic.probability = 1.0
@@ -98,7 +98,7 @@ def test_no_two_training_batches_share_their_random_draws(op):
 
 
 def test_disabled_augmentation_is_none():
-    assert build_augmenter(AugmentConfig(enabled=False), 0) is None
+    assert build_augmenter(defaults().augment.model_copy(update={"enabled": False}), 0) is None
 
 
 @pytest.mark.parametrize("name", MODELS.names())

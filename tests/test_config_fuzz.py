@@ -5,10 +5,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mnist99.config import Config, flatten, load_config, with_overrides
+from mnist99.config import Config, defaults, flatten, load_config, with_overrides
 from mnist99.errors import ConfigError
 
-KEYS = sorted(flatten(Config()))
+KEYS = sorted(flatten(defaults()))
 # Values that reach every branch: numbers, bools, nulls, YAML/OmegaConf syntax, interpolations, junk.
 SPECIAL = ["", "null", "~", "true", "no", "0", "-1", "1e400", "nan", "inf", "-.inf", "0x10", "[1, 2]", "{a: 1}",
            "[", "{", "}", "'", '"', "${seed}", "${nope}", "${oc.env:HOME}", "${oc.env:NOPE_NOT_SET}",
@@ -48,7 +48,7 @@ def test_any_set_overrides_give_a_config_or_a_config_error(items):
 @FUZZ
 @given(keys, values)
 def test_any_override_dict_gives_a_config_or_a_config_error(key, value):
-    base = Config()
+    base = defaults()
     config_or_config_error(lambda: with_overrides(base, {key: value}))
 
 

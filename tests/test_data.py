@@ -81,9 +81,9 @@ def test_stratified_subset_keeps_class_balance():
 @pytest.mark.integration
 def test_real_mnist_split_and_cache(tmp_path):
     data = require_real_data()
-    from mnist99.config import DataConfig
+    from mnist99.config import load_config
 
-    cfg = DataConfig(path=str(data), cache_dir=str(tmp_path / "cache"))
+    cfg = load_config([], [f"data.path={data}", f"data.cache_dir={tmp_path / 'cache'}"]).data
     splits = make_splits(cfg, seed=1)
     assert splits.counts() == {"train": 55000, "val": 5000, "test": 10000}
     counts = np.bincount(splits.y_val, minlength=10) / 5000
@@ -91,7 +91,7 @@ def test_real_mnist_split_and_cache(tmp_path):
     assert np.abs(counts - full).max() < 0.002  # stratified
     assert (tmp_path / "cache" / "mnist.npz").is_file()
     # The cache alone (no path, no env) serves the same arrays.
-    again = make_splits(DataConfig(cache_dir=str(tmp_path / "cache")), seed=1)
+    again = make_splits(load_config([], [f"data.cache_dir={tmp_path / 'cache'}"]).data, seed=1)
     assert again.digest == splits.digest
 
 

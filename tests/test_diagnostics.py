@@ -3,10 +3,15 @@ import keras
 import numpy as np
 import pytest
 
-from mnist99.config import DiagnosticsConfig
+from mnist99.config import DiagnosticsConfig, defaults
 from mnist99.training.diagnostics import OVERFIT_TAG, TrainingDiagnostics, for_validation, metric_name, overfit_epoch
 
 FALLING = [1.0, 0.8, 0.6, 0.5, 0.4, 0.3]
+
+
+def diagnostics(**changes) -> DiagnosticsConfig:
+    """The default ``diagnostics`` section with ``changes``, validated."""
+    return DiagnosticsConfig.model_validate({**defaults().diagnostics.model_dump(), **changes})
 
 
 @pytest.mark.parametrize("train,val,patience,expected", [
@@ -47,7 +52,7 @@ def fit_one_epoch(model, log):
     rng = np.random.default_rng(0)
     x = rng.random((32, 8)).astype("float32")
     y = np.eye(10)[rng.integers(0, 10, 32)].astype("float32")
-    cb = TrainingDiagnostics(x[:16], y[:16], DiagnosticsConfig(enabled=True), log_fn=lambda m, s: log.append((s, m)))
+    cb = TrainingDiagnostics(x[:16], y[:16], diagnostics(enabled=True), log_fn=lambda m, s: log.append((s, m)))
     history = model.fit(x, y, validation_data=(x[16:], y[16:]), epochs=1, verbose=0, callbacks=[cb])
     return history.history
 
@@ -74,7 +79,7 @@ def test_the_callback_warns_and_tags_once_when_validation_loss_turns_up(capsys):
     model = tiny_model(0.0)
     tags, log = [], []
     x = np.random.default_rng(0).random((16, 8)).astype("float32")
-    cb = TrainingDiagnostics(x, np.eye(10)[np.arange(16) % 10], DiagnosticsConfig(overfit_patience=2),
+    cb = TrainingDiagnostics(x, np.eye(10)[np.arange(16) % 10], diagnostics(overfit_patience=2),
                              log_fn=lambda m, s: log.append(s), tag_fn=lambda k, v: tags.append((k, v)))
     cb.set_model(model)
     cb.on_train_begin()
@@ -87,9 +92,9 @@ def test_the_callback_warns_and_tags_once_when_validation_loss_turns_up(capsys):
 
 
 def test_for_validation_uses_a_fixed_prefix_of_the_validation_split(tiny_splits):
-    cb = for_validation(DiagnosticsConfig(batch_size=32), tiny_splits, log_fn=lambda m, s: None)
+    cb = for_validation(diagnostics(batch_size=32), tiny_splits, log_fn=lambda m, s: None)
     assert tuple(cb.images.shape) == (32, 28, 28, 1) and tuple(cb.labels.shape) == (32, 10)
     np.testing.assert_array_equal(np.argmax(cb.labels, axis=1), tiny_splits.y_val[:32])
     np.testing.assert_allclose(cb.images.numpy()[..., 0] * 255, tiny_splits.x_val[:32], atol=1e-3)
-    big = for_validation(DiagnosticsConfig(batch_size=1000), tiny_splits, log_fn=lambda m, s: None)
+    big = for_validation(diagnostics(batch_size=1000), tiny_splits, log_fn=lambda m, s: None)
     assert big.images.shape[0] == len(tiny_splits.y_val)

@@ -146,7 +146,7 @@ def test_rerun_after_a_failed_member_retrains_only_that_member(smoke_cfg, store,
     out = ensemble.run(smoke_cfg)
     assert len(calls) == 3  # only member 2 trained again
     assert out["member_run_ids"][0] == members["member-1-rescnn-s1"].info.run_id
-    assert f"member 1 reuses FINISHED train run {out['member_run_ids'][0]}" in capsys.readouterr().out
+    assert f"member 1/2 reuses FINISHED train run {out['member_run_ids'][0]}" in capsys.readouterr().out
     assert client.get_run(out["run_id"]).info.status == "FINISHED"
 
     forced = ensemble.run(smoke_cfg, Namespace(force=True))  # --force: both members trained anew
@@ -162,5 +162,5 @@ def test_ensemble_reuses_a_train_run_of_the_same_config(smoke_cfg, store, capsys
     first = train.run(smoke_cfg)
     out = ensemble.run(smoke_cfg)
     assert out["member_run_ids"][0] == first["run_id"] and out["member_run_ids"][1] != first["run_id"]
-    assert f"member 1 reuses FINISHED train run {first['run_id']}" in capsys.readouterr().out
+    assert f"member 1/2 reuses FINISHED train run {first['run_id']}" in capsys.readouterr().out
     assert out["member_1_test_accuracy"] == pytest.approx(first["test_accuracy"], abs=1e-6)

@@ -37,8 +37,8 @@ def make_dataset(
     sparse loss has none).
 
     Augmenting batches are mapped one at a time. Keras 3.15's SeedGenerator reads its state and then
-    bumps it, so map calls running in parallel drew the same seeds: measured, up to 29 of 100 batch
-    pairs had identical rotations. One at a time, every batch gets its own draws and the same seed
+    bumps it, so map calls running in parallel can draw the same seeds (up to 29 of 100 batch pairs
+    with identical rotations). One at a time, every batch gets its own draws and the same seed
     gives the same batches bit for bit; on 2 cores this pipeline still makes ~30,000 images/s,
     about 9x what the default model takes (the GPU path augments on the device instead).
     """

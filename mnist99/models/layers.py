@@ -14,7 +14,6 @@ from mnist99.registry import Registry
 
 ACTIVATIONS: Registry = Registry("activation")
 INITIALIZERS = ("he_normal", "glorot_uniform", "orthogonal", "lecun_normal")
-DEFAULT_INITIALIZER = ModelConfig.model_fields["initializer"].default
 # Activations whose theory assumes a particular initialiser; used when the config keeps the default.
 # SELU's self-normalisation (Klambauer et al., 2017) is derived for LeCun-normal weights.
 PAIRED_INITIALIZERS = {"selu": "lecun_normal"}
@@ -106,13 +105,15 @@ def activation(cfg: ModelConfig, name: str | None = None) -> keras.layers.Layer:
 def initializer(cfg: ModelConfig) -> keras.initializers.Initializer:
     """The kernel initialiser named by ``cfg.initializer``.
 
-    Left at the default (he_normal), it becomes the activation's paired initialiser where it has
+    Left at configs/default.yaml's value (he_normal), it becomes the activation's paired initialiser where it has
     one: SELU gets lecun_normal. Naming any other initialiser uses that one as it is.
     """
     if cfg.initializer not in INITIALIZERS:
         raise ConfigError(f"unknown initializer '{cfg.initializer}' (valid: {', '.join(INITIALIZERS)})")
+    from mnist99.config import defaults  # at call time: validating a config imports this module
+
     name = cfg.initializer
-    if name == DEFAULT_INITIALIZER:
+    if name == defaults().model.initializer:
         name = PAIRED_INITIALIZERS.get(cfg.activation, name)
     return keras.initializers.get(name)
 

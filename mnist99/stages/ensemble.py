@@ -18,7 +18,6 @@ from contextlib import AbstractContextManager
 from mnist99 import tracking
 from mnist99.config import Config
 from mnist99.data import Splits, make_splits
-from mnist99.delivery.ensemble import member_plan, predict_members, score
 from mnist99.reports.metrics import accuracy
 
 
@@ -37,16 +36,20 @@ def fit_members(cfg: Config, splits: Splits, force: bool = False) -> tuple[list,
     Reused: the run ids the config names, and (unless ``force``) FINISHED train runs of the same
     member key, e.g. the members an interrupted ensemble had already finished.
     """
+    from mnist99.delivery.ensemble import member_plan
     from mnist99.delivery.loading import load_run_model
     from mnist99.stages.train import train_in_run
 
     models, run_ids = [], []
-    for i, (member_cfg, run_id) in enumerate(member_plan(cfg), start=1):
+    plan = member_plan(cfg)
+    for i, (member_cfg, run_id) in enumerate(plan, start=1):
         found = None if force or run_id else tracking.cached_run("train", tracking.cache_key("train", member_cfg, splits.digest))
         if found is not None:
             run_id = found.info.run_id
-            print(f"ensemble: member {i} reuses FINISHED train run {run_id} (same config, data and code)")
+            print(f"ensemble: member {i}/{len(plan)} reuses FINISHED train run {run_id} (same config, data and code)")
         if run_id is None:
+            print(f"ensemble: member {i}/{len(plan)}: training {member_cfg.model.name}, seed {member_cfg.seed}, "
+                  f"{member_cfg.train.epochs} epoch(s) of {len(splits.y_train):,} images", flush=True)
             name = f"member-{i}-{member_cfg.model.name}-s{member_cfg.seed}"
             out = train_in_run(member_cfg, splits, nested=True, name=name)
             models.append(out["model"])
@@ -69,7 +72,7 @@ def build_in_run(cfg: Config, splits: Splits, force: bool = False) -> dict:
     Returns the metrics, ``member_run_ids``, ``weights``, ``seconds``, the combined ``model`` and the
     ``members`` (Keras models).
     """
-    from mnist99.delivery.ensemble import combine, member_weights
+    from mnist99.delivery.ensemble import combine, member_weights, predict_members, score
 
     start = time.perf_counter()
     tracking.log_config(cfg)

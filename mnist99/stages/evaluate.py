@@ -19,7 +19,6 @@ from mnist99 import tracking
 from mnist99.config import Config
 from mnist99.constants import EVAL_BATCH, NUM_CLASSES, RUN_MODEL_ARTIFACT
 from mnist99.data import Splits, make_splits
-from mnist99.delivery.ensemble import as_ensemble, members_of
 from mnist99.reports import plots
 
 ARTIFACT_DIR = "evaluation"
@@ -49,6 +48,7 @@ def evaluate_model(cfg: Config, model, splits: Splits, member_models: list | Non
     Returns:
         The metrics logged (``eval_test_accuracy``, ``eval_ece``, ...).
     """
+    from mnist99.delivery.ensemble import as_ensemble
     from mnist99.reports.evaluation import evaluate_predictions, per_class_markdown
 
     probs = predict_probs(model, splits.x_test)
@@ -80,6 +80,8 @@ def run(cfg: Config, args: argparse.Namespace) -> dict:
     Everything that can fail on bad input (loading the model, the data) happens before a run is
     opened or resumed, so a typo never marks a finished train run FAILED.
     """
+    from mnist99.delivery.ensemble import as_ensemble, members_of
+
     tracking.setup(cfg)
     if args.run_id:
         from mnist99.delivery.loading import load_run_model

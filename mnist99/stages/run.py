@@ -97,9 +97,11 @@ def run(cfg: Config, args: argparse.Namespace | None = None) -> dict:
     The members' configs are checked and the data is loaded first, so a bad member override or data
     path fails before any run is opened.
     """
+    from mnist99.delivery.ensemble import member_plan
+
     force = bool(getattr(args, "force", False))
     start = time.perf_counter()
-    ensemble.member_plan(cfg)
+    member_plan(cfg)
     splits = make_splits(cfg.data, cfg.seed)
     tracking.setup(cfg)
     key = tracking.cache_key("prepare", cfg, splits.digest)

@@ -60,6 +60,8 @@ def run(cfg: Config) -> dict:
     """Train the configured model; returns its metrics (``test_accuracy``, ``seconds_to_val_99``, ...) and run id."""
     tracking.setup(cfg)
     splits = make_splits(cfg.data, cfg.seed)
+    print(f"train: {cfg.model.name}, seed {cfg.seed}, {cfg.train.epochs} epoch(s) of {len(splits.y_train):,} images",
+          flush=True)
     out = train_in_run(cfg, splits)
     out.pop("model")
     to99 = out["seconds_to_val_99"]

@@ -1,6 +1,9 @@
 """Logging a Keras model as an MLflow model with its signature, and registering it."""
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 from importlib import metadata
 
 import keras
@@ -27,8 +30,12 @@ def log_registered_model(model: keras.Model, registered_name: str, tags: dict[st
     (the example is written before the model folder exists), so callers log the example as an artifact.
     """
     requirements = [f"{pkg}=={metadata.version(pkg)}" for pkg in ("mlflow", "keras", "tensorflow", "numpy")]
-    info = mlflow.keras.log_model(model, name=name, signature=keras_signature(model),
-                                  registered_model_name=registered_name, pip_requirements=requirements)
+    # MLflow prints "Successfully registered model ..." to stderr itself, not through logging: keep
+    # the console quiet unless MLflow's logger is at INFO (the CLI's --verbose).
+    quiet = logging.getLogger("mlflow").getEffectiveLevel() > logging.INFO
+    with contextlib.redirect_stderr(io.StringIO()) if quiet else contextlib.nullcontext():
+        info = mlflow.keras.log_model(model, name=name, signature=keras_signature(model),
+                                      registered_model_name=registered_name, pip_requirements=requirements)
     version = str(info.registered_model_version)
     client = mlflow.MlflowClient()
     for key, value in tags.items():

@@ -75,7 +75,7 @@ def split_digest(x, y) -> str:
 
 def matching_train_runs(params: dict[str, str], val_digest: str) -> list[mlflow.entities.Run]:
     """FINISHED train runs of the current experiment, oldest first, that logged ``params`` (a key a
-    run did not log is not compared: it predates the key) and validated on the split of ``val_digest``
+    run did not log, e.g. one from an older mnist99, is not compared) and validated on the split of ``val_digest``
     (so none trained on those images)."""
     runs = mlflow.search_runs(filter_string="tags.`mnist99.stage` = 'train' AND attributes.status = 'FINISHED'",
                               order_by=["attributes.start_time"], output_format="list")

@@ -98,7 +98,7 @@ def _use_experiment(uri: str, name: str, description: str) -> str:
     tags = {"mlflow.note.content": description, **EXPERIMENT_KIND}
     found = mlflow.get_experiment_by_name(name)
     if found is not None:
-        for key, value in tags.items():  # stores made before these tags existed get them too
+        for key, value in tags.items():  # an existing experiment without these tags gets them
             if key not in found.tags:
                 mlflow.MlflowClient().set_experiment_tag(found.experiment_id, key, value)
         mlflow.set_experiment(experiment_id=found.experiment_id)

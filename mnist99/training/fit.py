@@ -16,7 +16,7 @@ from mnist99.data.augment import build_augmenter
 from mnist99.data.batches import make_dataset, make_index_dataset
 from mnist99.models import build_model
 from mnist99.training.augmented_net import build_augmented_net
-from mnist99.training.callbacks import AtomicBackupAndRestore, TimeToAccuracy
+from mnist99.training.callbacks import AtomicBackupAndRestore, EpochLine, TimeToAccuracy
 from mnist99.training.devices import gpu_names
 from mnist99.training.recipe import compile_model, configure_runtime, resolve_data_on_device, standard_callbacks
 
@@ -93,11 +93,13 @@ def train_model(cfg: Config, splits: Splits, callbacks: list[keras.callbacks.Cal
     to99 = TimeToAccuracy(TARGET_ACCURACY, validation_data=setup.val_ds if check_every else None, every_steps=check_every)
     cbs = standard_callbacks(cfg, to99)
     cbs += callbacks or []
+    if tcfg.verbose == 2:  # one line an epoch; 1 keeps Keras' progress bar
+        cbs.append(EpochLine())
     if backup_dir is not None:  # last, so an epoch is logged before it counts as done
         cbs.append(AtomicBackupAndRestore(str(backup_dir), delete_checkpoint=True))
     start = time.perf_counter()
     history = wrapped.fit(setup.train_ds, validation_data=setup.val_ds, epochs=tcfg.epochs, callbacks=cbs,
-                          verbose=tcfg.verbose, shuffle=False)  # tf.data shuffles
+                          verbose=int(tcfg.verbose == 1), shuffle=False)  # tf.data shuffles
     train_seconds = time.perf_counter() - start
     hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
     val_loss, val_acc = model.evaluate(make_dataset(splits.x_val, splits.y_val, EVAL_BATCH), verbose=0)

@@ -31,8 +31,8 @@ def configure_runtime(cfg: Config) -> None:
 
 
 def resolve_jit(setting: str | bool) -> bool | str:
-    """``auto`` under TensorFlow means XLA on a GPU only: on CPU, XLA made our convnets up to 7x slower
-    (measured). Other backends keep Keras' own ``auto`` (JAX always compiles)."""
+    """``auto`` under TensorFlow means XLA on a GPU only: on a 2-core CPU, XLA makes these convnets up to
+    7x slower. Other backends keep Keras' own ``auto`` (JAX always compiles)."""
     if setting != "auto":
         return bool(setting)
     if keras.config.backend() == "tensorflow":
@@ -46,8 +46,9 @@ DEVICE_DATA_LIMIT_BYTES = 2 * 2**30
 
 def resolve_data_on_device(setting: str | bool, nbytes: int) -> bool:
     """``train.data_on_device``: ``auto`` keeps the images on the device when there is a GPU and they
-    fit (:data:`DEVICE_DATA_LIMIT_BYTES`). Not on a CPU: there it trained no faster than the host
-    pipeline, which overlaps the augmentation with the step (measured, README)."""
+    fit (:data:`DEVICE_DATA_LIMIT_BYTES`). Not on a CPU: there it trains no faster than the host
+    pipeline, which overlaps the augmentation with the step
+    (benchmarks/results/cpu-2core/2026-11-26-data-on-device.md)."""
     if setting == "auto":
         return has_gpu() and nbytes <= DEVICE_DATA_LIMIT_BYTES
     if setting and nbytes > DEVICE_DATA_LIMIT_BYTES:

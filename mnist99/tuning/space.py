@@ -12,7 +12,7 @@ from typing import Any
 import keras_tuner
 import yaml
 
-from mnist99.config import Config, ParamSpec, flatten, with_overrides
+from mnist99.config import Config, ParamSpec, defaults, flatten, with_overrides
 from mnist99.errors import ConfigError
 from mnist99.registry import Registry
 
@@ -107,12 +107,16 @@ def search_digest(cfg: Config) -> str:
     """8 hex digits of what defines a search (space, budget, base model/data/training), for the project name.
 
     Output paths, tracking and verbosity are left out, so the same search gets the same project folder
-    (and resumes) wherever it writes its results; so are values equal to the schema's defaults, so a
-    newly added config key does not orphan the searches that were started before it.
+    (and resumes) wherever it writes its results; so are values equal to ``configs/default.yaml``'s,
+    so adding a config key with its default value leaves the digest, and the folders of existing
+    searches, unchanged.
     """
-    exclude = {"tracking": True, "export": True, "ensemble": True, "study": True, "data": {"path", "cache_dir"},
-               "train": {"verbose"}, "tune": {"output", "directory", "project", "experiment"}}
-    text = json.dumps(cfg.model_dump(exclude=exclude, exclude_defaults=True), sort_keys=True, default=str)
+    skipped = ("tracking.", "export.", "ensemble.", "study.", "data.path", "data.cache_dir", "train.verbose",
+               "tune.output", "tune.directory", "tune.project", "tune.experiment")
+    base = flatten(defaults())
+    differs = {key: value for key, value in flatten(cfg).items()
+               if not key.startswith(skipped) and (key not in base or base[key] != value)}
+    text = json.dumps(differs, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
