@@ -28,13 +28,14 @@ browser:
 	  || echo "chromium not installed: the UI browser test will be skipped"; \
 	fi
 
-## The default test suite, the same command CI runs
+## The default test suite, the same command CI runs (two pytest-xdist workers: most tests wait on
+## subprocesses, servers or one-thread work, so two share 2 cores well)
 test: setup browser
-	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q -n 2
 
-## The inner loop: the tests not marked slow or integration (no real MNIST, no subprocess training)
+## The inner loop, under a minute: the tests not marked slow or integration
 test-fast: setup
-	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q -m "not slow and not integration"
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q -n 2 -m "not slow and not integration"
 
 lint: setup
 	$(BIN)/python -m ruff check mnist99 tests pipelines benchmarks

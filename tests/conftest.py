@@ -29,17 +29,33 @@ def require_real_data() -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def migrated_store(tmp_path_factory) -> Path:
+    """An empty SQLite MLflow store with MLflow's schema migrations applied, made once per pytest run:
+    migrating a new store takes ~1.8 s on 2 cores, copying this file ~0.03 s."""
+    import mlflow
+
+    path = tmp_path_factory.mktemp("migrated") / "mlflow.db"
+    mlflow.MlflowClient(f"sqlite:///{path}").search_experiments()  # creates and migrates the schema
+    return path
+
+
 @pytest.fixture
-def store(tmp_path, monkeypatch) -> str:
-    """A fresh SQLite MLflow store under tmp_path, set through MLFLOW_TRACKING_URI.
+def store(tmp_path, monkeypatch, migrated_store) -> str:
+    """A fresh SQLite MLflow store under tmp_path (a copy of the migrated empty one), set through
+    MLFLOW_TRACKING_URI.
 
     Also set as MLflow's current URI: an earlier test's ``tracking.setup`` (``mlflow.set_tracking_uri``)
     would otherwise win over the environment variable in this process.
     """
+    import shutil
+
     import mlflow
 
-    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
-    (tmp_path / "mlruns").mkdir()
+    path = tmp_path / "mlruns" / "mlflow.db"
+    path.parent.mkdir()
+    shutil.copyfile(migrated_store, path)
+    uri = f"sqlite:///{path}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)
     return uri

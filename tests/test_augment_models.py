@@ -42,6 +42,7 @@ print(hashlib.sha256(images.numpy().tobytes()).hexdigest())
 """
 
 
+@pytest.mark.slow
 def test_augmentation_is_reproducible_across_processes_with_a_seed():
     """The same command and seed give the same augmented batches in tf.data (one batch mapped at a time)."""
     import subprocess

@@ -38,6 +38,7 @@ def restore_policy():
     keras.mixed_precision.set_global_policy("float32")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mixed, strategy", [(False, "none"), (True, "none"), (False, "mirrored")])
 def test_data_on_device_trains_the_plain_net(tiny_splits, mixed, strategy):
     """Labels and images must stay paired through the index lookup: the bar's row is learned to >= 90%
@@ -88,6 +89,7 @@ def test_data_on_device_setting():
         resolve_data_on_device(True, DEVICE_DATA_LIMIT_BYTES + 1)
 
 
+@pytest.mark.slow
 def test_a_killed_fit_with_data_on_device_resumes_from_its_backup(tiny_splits, tmp_path):
     """The backup holds the net's weights and optimiser state, not the images; a rerun picks up after epoch 2."""
 

@@ -19,6 +19,7 @@ def run_benchmark(script: str, *args: str, cache: Path) -> list[dict]:
     return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("on_device", [False, True])
 def test_input_bound_reports_three_rates_and_a_share(tmp_path, on_device):
     rows = run_benchmark("input_bound.py", "--steps", "2", "--rounds", "3", "--set", f"train.data_on_device={on_device}",
@@ -42,17 +43,29 @@ def test_train_speed_times_the_default_with_the_finer_check(tmp_path):
 
 
 @pytest.mark.slow
-def test_ensemble_spread_scores_every_subset_of_the_matching_members(tmp_path, store):
+def test_ensemble_spread_scores_every_subset_of_the_matching_members(smoke_cfg, tmp_path, store, capsys):
     """Three members of one ensemble match; a train run with another seed (so another validation split)
     does not. The one 3-subset is the ensemble the ensemble stage logged."""
     import mlflow
 
-    cache = ["--set", f"data.cache_dir={tmp_path / 'cache'}", "--set", f"train.checkpoint_dir={tmp_path / 'ckpt'}"]
-    for stage, extra in (("ensemble", ["--set", "ensemble.size=3"]), ("train", ["--set", "seed=9"])):
-        subprocess.run([sys.executable, "-m", "mnist99.cli", stage, "-c", "configs/smoke.yaml", *cache, *extra],
-                       cwd=ROOT, check=True, capture_output=True, text=True, timeout=300)
-    (three,) = run_benchmark("ensemble_spread.py", "--size", "3", *cache[2:], cache=tmp_path / "cache")
-    (pairs,) = run_benchmark("ensemble_spread.py", "--size", "2", *cache[2:], cache=tmp_path / "cache")
+    from mnist99.config import with_overrides
+    from mnist99.stages import ensemble, train
+
+    cfg = with_overrides(smoke_cfg, {"ensemble.size": 3, "tracking.system_metrics": False})
+    ensemble.run(cfg)
+    train.run(with_overrides(cfg, {"seed": 9}))
+    from benchmarks import ensemble_spread  # in this process: the members are in its store already
+
+    def spread(size: int) -> dict:
+        argv = ["ensemble_spread.py", "-c", str(ROOT / "configs" / "smoke.yaml"), "--size", str(size),
+                "--set", f"data.cache_dir={tmp_path / 'cache'}"]
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(sys, "argv", argv)
+            ensemble_spread.main()
+        return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    capsys.readouterr()
+    three, pairs = spread(3), spread(2)
     (logged,) = mlflow.search_runs(search_all_experiments=True, output_format="list",
                                    filter_string="tags.`mnist99.stage` = 'ensemble'")
     member_ids = set(logged.data.tags["mnist99.member_run_ids"].split(","))

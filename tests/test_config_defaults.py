@@ -85,17 +85,16 @@ def test_configs_in_the_checkout_are_the_packaged_ones():
     assert (ROOT / "configs").resolve() == config.CONFIG_DIR.resolve()
 
 
-def cli(*args: str, cwd) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mnist99.cli", *args], cwd=cwd, capture_output=True, text=True)
+def test_config_show_prints_the_resolved_config_that_loads_back(tmp_path, monkeypatch, capsys):
+    from mnist99.cli import main
 
-
-def test_config_show_prints_the_resolved_config_that_loads_back(tmp_path):
-    out = cli("config", "show", "-c", "quick", "--set", "train.epochs=3", cwd=tmp_path)
-    assert out.returncode == 0, out.stderr
+    monkeypatch.chdir(tmp_path)
+    assert main(["config", "show", "-c", "quick", "--set", "train.epochs=3"]) == 0
+    shown = capsys.readouterr().out
     path = tmp_path / "shown.yaml"
-    path.write_text(out.stdout)
+    path.write_text(shown)
     assert load_config([path]) == load_config(["quick"], ["train.epochs=3"])
-    assert "# merged: " in out.stdout and "quick.yaml" in out.stdout and "--set train.epochs=3" in out.stdout
+    assert "# merged: " in shown and "quick.yaml" in shown and "--set train.epochs=3" in shown
 
 
 def test_version_and_help_answer_without_tensorflow(tmp_path):

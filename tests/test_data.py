@@ -13,7 +13,7 @@ from tests.conftest import require_real_data
 def idx_bytes(arr: np.ndarray, magic: int | None = None) -> bytes:
     magic = magic if magic is not None else (0x801 if arr.ndim == 1 else 0x803)
     header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in arr.shape)
-    return gzip.compress(header + arr.astype(np.uint8).tobytes())
+    return gzip.compress(header + arr.astype(np.uint8).tobytes(), mtime=0)  # the same bytes in every process
 
 
 def test_parse_idx_round_trip():
@@ -28,8 +28,8 @@ def test_parse_idx_round_trip():
     [
         (b"not gzip at all", "not a valid gzip"),
         (idx_bytes(np.zeros((2, 28, 28)), magic=0x1234), "magic number"),
-        (gzip.compress(idx_bytes(np.zeros((2, 28, 28)))[:0] + b"\x00\x00"), "truncated"),
-        (gzip.compress(gzip.decompress(idx_bytes(np.zeros((2, 28, 28))))[:-5]), "needs"),
+        (gzip.compress(idx_bytes(np.zeros((2, 28, 28)))[:0] + b"\x00\x00", mtime=0), "truncated"),
+        (gzip.compress(gzip.decompress(idx_bytes(np.zeros((2, 28, 28))))[:-5], mtime=0), "needs"),
     ],
 )
 def test_parse_idx_refuses_garbage(raw, message):

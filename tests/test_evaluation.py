@@ -143,6 +143,7 @@ def test_evaluate_model_logs_the_pack(store, tiny_splits):
     assert [r["name"] for r in table["members"]] == ["member_1", "member_2", "ensemble"]
 
 
+@pytest.mark.slow
 def test_evaluate_stage_on_a_keras_file_and_on_a_run(store, tiny_splits, tmp_path, monkeypatch):
     """``--model FILE`` opens a new run ``evaluate-<stem>``; ``--run-id`` logs into the run it evaluates."""
     import mlflow

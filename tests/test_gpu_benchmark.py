@@ -11,6 +11,7 @@ from tests.conftest import require_real_data
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_config_and_recipe_load_without_tracking_tuning_or_tf_data():
     """What benchmarks/gpu.py imports must not pull in MLflow, KerasTuner or the tf.data modules."""
     code = (

@@ -57,9 +57,10 @@ def test_sigterm_ends_the_run_killed(tmp_path, store):
     assert run.data.tags["mnist99.error"] == "interrupted (SIGTERM)"
 
 
-def test_two_stages_started_at_once_on_a_new_store_both_finish(tmp_path, store):
+def test_two_stages_started_at_once_on_a_new_store_both_finish(tmp_path):
     """Two ``prepare`` at once on a store that does not exist yet: both create it (one waits), both FINISHED."""
     require_real_data()
+    store = f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": store}
     procs = [subprocess.Popen(stage_command(tmp_path / str(i), "prepare", "tracking.system_metrics=false"),
                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

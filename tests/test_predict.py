@@ -71,6 +71,7 @@ def test_predict_with_a_missing_model_is_one_line(tmp_path, capsys):
     assert err.count("\n") == 1 and "nope.keras" in err
 
 
+@pytest.mark.slow
 def test_predict_command_bad_file_exit_code_and_stderr(tmp_path):
     """The command itself: exit 2, nothing on stdout, one error line and no traceback on stderr.
 

@@ -71,6 +71,7 @@ def test_ema_validates_on_averaged_weights(tiny_splits):
     assert np.isfinite(result.metrics["val_loss"])
 
 
+@pytest.mark.slow
 def test_gpu_config_trains_on_the_cpu_too(tiny_splits):
     """configs/gpu.yaml (mixed precision, bigger batch, scaled lr) at tiny size: it must at least work here."""
     from pathlib import Path

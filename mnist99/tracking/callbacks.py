@@ -1,13 +1,13 @@
 """The Keras callback that logs each epoch to the active MLflow run."""
 from __future__ import annotations
 
-import time
-
 import keras
 import mlflow
 
+from mnist99.training.callbacks import EpochTimer
 
-class MlflowEpochLogger(keras.callbacks.Callback):
+
+class MlflowEpochLogger(EpochTimer):
     """Logs ``loss, accuracy, val_loss, val_accuracy, lr`` and ``epoch_seconds`` with step = epoch.
 
     ``logged_until``: epochs up to this step were logged before an interruption; a resumed run
@@ -17,15 +17,11 @@ class MlflowEpochLogger(keras.callbacks.Callback):
     def __init__(self, logged_until: int = 0) -> None:
         super().__init__()
         self.logged_until = logged_until
-        self._t0 = 0.0
-
-    def on_epoch_begin(self, epoch: int, logs=None) -> None:
-        self._t0 = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:
         metrics = {k: float(v) for k, v in (logs or {}).items() if k in ("loss", "accuracy", "val_loss", "val_accuracy")}
         metrics["lr"] = current_lr(self.model.optimizer)
-        metrics["epoch_seconds"] = time.perf_counter() - self._t0
+        metrics["epoch_seconds"] = self.epoch_seconds()
         if epoch + 1 > self.logged_until:
             mlflow.log_metrics(metrics, step=epoch + 1)
 

@@ -106,7 +106,21 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         self.model._initial_epoch = meta["epoch"]
 
 
-class EpochLine(keras.callbacks.Callback):
+class EpochTimer(keras.callbacks.Callback):
+    """Times each epoch (``epoch_seconds()`` at its end): the base of the callbacks that report epochs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._t0 = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs=None) -> None:
+        self._t0 = time.perf_counter()
+
+    def epoch_seconds(self) -> float:
+        return time.perf_counter() - self._t0
+
+
+class EpochLine(EpochTimer):
     """One console line per epoch: ``  epoch 3/24  loss 0.4182  val_accuracy 0.9921  17.9 s`` (``train.verbose: 2``).
 
     Keras' own verbose=2 prints two lines an epoch with every metric and the learning rate; this keeps
@@ -116,14 +130,10 @@ class EpochLine(keras.callbacks.Callback):
     def __init__(self, prefix: str = "  ") -> None:
         super().__init__()
         self.prefix = prefix
-        self._t0 = 0.0
-
-    def on_epoch_begin(self, epoch: int, logs=None) -> None:
-        self._t0 = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:
         logs = logs or {}
         parts = [f"epoch {epoch + 1}/{self.params.get('epochs', '?')}"]
         parts += [f"{key} {logs[key]:.4f}" for key in ("loss", "val_accuracy") if key in logs]
-        parts.append(f"{time.perf_counter() - self._t0:.1f} s")
+        parts.append(f"{self.epoch_seconds():.1f} s")
         print(self.prefix + "  ".join(parts), flush=True)
