@@ -2,7 +2,6 @@
 experiment and compare pages rendered by headless Chromium (screenshots kept in ``test-artifacts/``)."""
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import signal
@@ -33,18 +32,15 @@ ARTIFACTS = ROOT / "test-artifacts"
 
 
 def smoke_pipeline(cfg) -> dict:
-    """Three train runs (seeds 1-3) and, where the ensemble stage exists, a smoke ensemble; their outputs."""
+    """Three train runs (seeds 1-3) and a smoke ensemble with nested members; their outputs."""
+    from argparse import Namespace
+
     from mnist99.config import with_overrides
-    from mnist99.stages import train
+    from mnist99.stages import ensemble, train
 
     out = {"train": [train.run(with_overrides(cfg, {"seed": seed})) for seed in (1, 2, 3)]}
-    if importlib.util.find_spec("mnist99.stages.ensemble") is not None:
-        from argparse import Namespace
-
-        from mnist99.stages import ensemble
-
-        # --force: train the members as nested runs (otherwise it reuses the three train runs above).
-        out["ensemble"] = ensemble.run(cfg, Namespace(force=True))
+    # --force: train the members as nested runs (otherwise it reuses the three train runs above).
+    out["ensemble"] = ensemble.run(cfg, Namespace(force=True))
     return out
 
 
@@ -80,13 +76,12 @@ def check_rest_api(url: str, exp_id: str, ran: dict) -> dict[str, dict]:
         assert run["info"]["status"] == "FINISHED"
         files = {f["path"] for f in api(url, f"artifacts/list?run_id={out['run_id']}")["files"]}
         assert {"config.yaml", "learning_curves.png", "model"} <= files
-    if "ensemble" in ran:
-        parent = ran["ensemble"]["run_id"]
-        run = next(r for r in runs.values() if r["info"]["run_id"] == parent)
-        assert {"test_accuracy", "ensemble_gain", "disagreement"} <= {m["key"] for m in run["data"]["metrics"]}
-        children = [r for r in runs.values()
-                    if {"key": "mlflow.parentRunId", "value": parent} in r["data"].get("tags", [])]
-        assert len(children) == len(ran["ensemble"]["member_run_ids"])
+    parent = ran["ensemble"]["run_id"]
+    run = next(r for r in runs.values() if r["info"]["run_id"] == parent)
+    assert {"test_accuracy", "ensemble_gain", "disagreement"} <= {m["key"] for m in run["data"]["metrics"]}
+    children = [r for r in runs.values()
+                if {"key": "mlflow.parentRunId", "value": parent} in r["data"].get("tags", [])]
+    assert len(children) == len(ran["ensemble"]["member_run_ids"])
     return runs
 
 
