@@ -125,8 +125,11 @@ def test_evaluate_model_logs_the_pack(store, tiny_splits):
     cfg = load_config()
     members = [tiny_member(1), tiny_member(2)]
     model = combine(members)
-    mlflow.set_tracking_uri(store)
-    mlflow.set_experiment("evaluate-pack")  # not an experiment id left active by an earlier test's store
+    from mnist99 import tracking
+
+    # The store's own experiment (artifacts beside the store, not in ./mlruns of the checkout), and not an
+    # experiment id left active by an earlier test's store.
+    tracking.setup(cfg, experiment="evaluate-pack")
     with mlflow.start_run() as run:
         metrics = evaluate_model(cfg, model, tiny_splits, members)
     logged = mlflow.get_run(run.info.run_id).data.metrics

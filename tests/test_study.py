@@ -96,7 +96,8 @@ def run_smoke_study(name: str, tmp_path, arms: int | None = None):
     require_real_data()
     from mnist99.stages import study
 
-    cfg = load_config([STUDIES / f"{name}.yaml", SMOKE], [f"data.cache_dir={tmp_path / 'cache'}"])
+    cfg = load_config([STUDIES / f"{name}.yaml", SMOKE], [f"data.cache_dir={tmp_path / 'cache'}",
+                                                            f"train.checkpoint_dir={tmp_path / 'ckpt'}"])
     if arms is not None:
         cfg.study.arms = cfg.study.arms[:arms]
     return cfg, study.run(cfg)
