@@ -6,7 +6,7 @@
 (``mlflow server`` for the UI). Callers use ``from mnist99 import tracking``; the names
 below load on first use (PEP 562), so a stage module, and ``mnist99 --help``, imports neither MLflow nor Keras.
 """
-import importlib
+from mnist99 import lazy_attributes
 
 _HOME = {
     **dict.fromkeys([
@@ -36,8 +36,4 @@ _HOME = {
 }
 __all__ = sorted(_HOME)
 
-
-def __getattr__(name: str):
-    if name not in _HOME:
-        raise AttributeError(f"module 'mnist99.tracking' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"mnist99.tracking.{_HOME[name]}"), name)
+__getattr__ = lazy_attributes(__name__, _HOME)

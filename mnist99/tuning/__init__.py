@@ -3,7 +3,7 @@
 The names below resolve on first use (PEP 562): validating any config imports this package (for
 ``tuning.tuners``), and that must not load KerasTuner or TensorFlow.
 """
-import importlib
+from mnist99 import lazy_attributes
 
 _HOME = {
     "OBJECTIVE": "search", "ConfigHyperModel": "search", "distributed_env": "search", "make_tuner": "search",
@@ -13,8 +13,4 @@ _HOME = {
 }
 __all__ = sorted(_HOME)
 
-
-def __getattr__(name: str):
-    if name not in _HOME:
-        raise AttributeError(f"module 'mnist99.tuning' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"mnist99.tuning.{_HOME[name]}"), name)
+__getattr__ = lazy_attributes(__name__, _HOME)
