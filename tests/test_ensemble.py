@@ -28,6 +28,17 @@ def test_combined_model_is_the_mean_of_its_members(tiny_members, digits):
     assert not np.allclose(member_probs(tiny_members, digits)[0], expected, atol=1e-3)  # the members differ
 
 
+def test_the_exported_input_layers_convert_digits_as_training_does(tiny_members, digits):
+    """combine's stock layers (kept so an export loads without mnist99) and to_model_input agree."""
+    from mnist99.data.model_input import to_model_input
+
+    ensemble = combine(tiny_members)
+    converted = keras.Model(ensemble.input, ensemble.get_layer("add_channel").output).predict(digits, verbose=0)
+    expected = keras.ops.convert_to_numpy(to_model_input(digits))
+    assert converted.shape == expected.shape
+    np.testing.assert_allclose(converted, expected, rtol=1e-6, atol=0)  # x * (1/255) against x / 255
+
+
 def test_weighted_combination_matches_numpy(tiny_members, digits):
     model = combine(tiny_members, [1.0, 3.0])
     probs = member_probs(tiny_members, digits)

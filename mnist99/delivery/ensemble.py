@@ -13,7 +13,7 @@ import keras
 import numpy as np
 
 from mnist99.config import Config, MemberConfig, with_overrides
-from mnist99.constants import EVAL_BATCH, IMAGE_SHAPE
+from mnist99.constants import EVAL_BATCH, IMAGE_SHAPE, MODEL_INPUT_SHAPE
 from mnist99.data.model_input import to_model_input
 from mnist99.reports.metrics import accuracy
 
@@ -56,7 +56,7 @@ def combine(members: list[keras.Model], weights: Sequence[float] | None = None) 
     scales = member_weights(len(members), weights)
     digits = keras.Input(shape=IMAGE_SHAPE, dtype="uint8", name="digits")
     x = keras.layers.Rescaling(1.0 / 255.0, dtype="float32", name="to_unit_range")(digits)
-    x = keras.layers.Reshape((*IMAGE_SHAPE, 1), dtype="float32", name="add_channel")(x)
+    x = keras.layers.Reshape(MODEL_INPUT_SHAPE, dtype="float32", name="add_channel")(x)
     weighted = []
     for i, (member, scale) in enumerate(zip(members, scales), start=1):
         named = keras.Model(member.input, member.output, name=f"member_{i}")

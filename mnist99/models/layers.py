@@ -5,6 +5,8 @@ builders multiply their units by :func:`widening`; for every other activation it
 """
 from __future__ import annotations
 
+import functools
+
 import keras
 
 from mnist99.config import ModelConfig
@@ -102,6 +104,15 @@ def activation(cfg: ModelConfig, name: str | None = None) -> keras.layers.Layer:
     return ACTIVATIONS.get(cfg.activation)(cfg, name=name)
 
 
+@functools.cache
+def _default_initializer() -> str:
+    """``model.initializer`` in configs/default.yaml, read once: at call time, because validating a
+    config imports this module, and cached, because every layer of a net asks."""
+    from mnist99.config import defaults
+
+    return defaults().model.initializer
+
+
 def initializer(cfg: ModelConfig) -> keras.initializers.Initializer:
     """The kernel initialiser named by ``cfg.initializer``.
 
@@ -110,10 +121,8 @@ def initializer(cfg: ModelConfig) -> keras.initializers.Initializer:
     """
     if cfg.initializer not in INITIALIZERS:
         raise ConfigError(f"unknown initializer '{cfg.initializer}' (valid: {', '.join(INITIALIZERS)})")
-    from mnist99.config import defaults  # at call time: validating a config imports this module
-
     name = cfg.initializer
-    if name == defaults().model.initializer:
+    if name == _default_initializer():
         name = PAIRED_INITIALIZERS.get(cfg.activation, name)
     return keras.initializers.get(name)
 
