@@ -180,6 +180,8 @@ class EnsembleConfig(Section):
     size: int = Field(ge=1, le=50)
     members: list[MemberConfig]  # empty: seeds seed, seed+1, ...
     weighting: Literal["mean", "val_accuracy"]
+    # (dy, dx) pixel shifts averaged at test time besides the digit itself (delivery.ensemble.shift_averaged)
+    tta_shifts: list[tuple[Annotated[int, Field(ge=-4, le=4)], Annotated[int, Field(ge=-4, le=4)]]]
 
 
 class ExportConfig(Section):

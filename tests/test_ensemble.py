@@ -6,7 +6,7 @@ import mlflow
 import numpy as np
 import pytest
 
-from mnist99.delivery.ensemble import as_ensemble, average, combine, member_weights, members_of
+from mnist99.delivery.ensemble import as_ensemble, average, combine, member_weights, members_of, shift_averaged
 
 
 @pytest.fixture
@@ -58,6 +58,28 @@ def test_saved_ensemble_reloads_in_safe_mode_with_identical_outputs(tiny_members
     loaded = keras.saving.load_model(tmp_path / "ensemble.keras", safe_mode=True)
     assert np.abs(loaded.predict(digits, verbose=0) - model.predict(digits, verbose=0)).max() <= 1e-5
     assert [m.name for m in members_of(loaded)] == ["member_1", "member_2"]
+
+
+def shifted(digits, dy, dx):
+    """``digits`` moved by (dy, dx) pixels, zeros where nothing moved in."""
+    out = np.zeros_like(digits)
+    h, w = digits.shape[1:]
+    out[:, max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = digits[:, max(-dy, 0):h - max(dy, 0),
+                                                                              max(-dx, 0):w - max(dx, 0)]
+    return out
+
+
+def test_test_time_shifts_average_the_member_over_moved_digits(tiny_members, digits, tmp_path):
+    shifts = [(0, 2), (-1, 0), (3, -4)]
+    model = combine([shift_averaged(m, shifts) for m in tiny_members])
+    views = [digits] + [shifted(digits, dy, dx) for dy, dx in shifts]
+    expected = np.mean([np.mean(member_probs([m], v)[0:1], axis=0) for m in tiny_members for v in views], axis=0)
+    np.testing.assert_allclose(model.predict(digits, verbose=0), expected, atol=1e-6)
+    assert not np.allclose(expected, combine(tiny_members).predict(digits, verbose=0), atol=1e-4)
+    model.save(tmp_path / "tta.keras")  # stock layers only: safe mode loads it
+    loaded = keras.saving.load_model(tmp_path / "tta.keras", safe_mode=True)
+    np.testing.assert_allclose(loaded.predict(digits, verbose=0), expected, atol=1e-6)
+    assert shift_averaged(tiny_members[0], []) is tiny_members[0]
 
 
 def test_single_member_and_as_ensemble(tiny_members, digits):

@@ -65,6 +65,25 @@ def combine(members: list[keras.Model], weights: Sequence[float] | None = None) 
     return keras.Model(digits, probs, name=f"ensemble_{len(members)}x")
 
 
+def shift_averaged(member: keras.Model, shifts: Sequence[Sequence[int]]) -> keras.Model:
+    """``member`` averaged over its input and copies shifted by each (dy, dx) of ``shifts`` (test-time augmentation).
+
+    Shifts are zero padding then cropping (stock ``ZeroPadding2D``/``Cropping2D``): the model still
+    loads in Keras safe mode and converts to ONNX and LiteRT builtin ops. Without shifts, ``member`` itself.
+    """
+    if not shifts:
+        return member
+    pad = max(abs(d) for shift in shifts for d in shift)
+    inputs = keras.Input(MODEL_INPUT_SHAPE, name="tta_input")
+    padded = keras.layers.ZeroPadding2D(pad, name="tta_pad")(inputs)
+    views = [member(inputs)]
+    for i, (dy, dx) in enumerate(shifts, start=1):
+        # The view's pixel (r, c) is the digit's (r - dy, c - dx): the digit moves by (dy, dx).
+        crop = ((pad - dy, pad + dy), (pad - dx, pad + dx))
+        views.append(member(keras.layers.Cropping2D(crop, name=f"tta_shift_{i}")(padded)))
+    return keras.Model(inputs, keras.layers.Average(dtype="float32", name="tta_mean")(views), name=f"tta_{member.name}")
+
+
 def as_ensemble(model: keras.Model) -> keras.Model:
     """``model`` if it already takes uint8 (N, 28, 28) digits (an ensemble); else a member wrapped by ``combine``."""
     digits = model.inputs[0]

@@ -72,12 +72,13 @@ def build_in_run(cfg: Config, splits: Splits, force: bool = False) -> dict:
     Returns the metrics, ``member_run_ids``, ``weights``, ``seconds``, the combined ``model`` and the
     ``members`` (Keras models).
     """
-    from mnist99.delivery.ensemble import combine, member_weights, predict_members, score
+    from mnist99.delivery.ensemble import combine, member_weights, predict_members, score, shift_averaged
 
     start = time.perf_counter()
     tracking.log_config(cfg)
     tracking.log_dataset(splits)
     models, run_ids = fit_members(cfg, splits, force)
+    models = [shift_averaged(m, cfg.ensemble.tta_shifts) for m in models]  # scored as they are exported
     probs = {"val": predict_members(models, splits.x_val), "test": predict_members(models, splits.x_test)}
     labels = {"val": splits.y_val, "test": splits.y_test}
     member_val = [accuracy(p, splits.y_val) for p in probs["val"]]
