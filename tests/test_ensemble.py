@@ -115,6 +115,7 @@ def test_scores_gain_and_disagreement():
 @pytest.mark.slow
 def test_run_stage_logs_ensemble_with_members_and_ensemble_reuses_runs(smoke_cfg, store, tmp_path):
     """The main command at smoke size (its ensemble part checked in depth), then an ensemble of its members."""
+    from mnist99 import tracking
     from mnist99.config import with_overrides
     from mnist99.stages import ensemble, run
 
@@ -136,6 +137,10 @@ def test_run_stage_logs_ensemble_with_members_and_ensemble_reuses_runs(smoke_cfg
     assert "evaluation/confusion_matrix.png" in {a.path for a in client.list_artifacts(out["run_id"], "evaluation")}
     assert out["export"]["source_run_id"] == out["run_id"]
     assert out["export"]["model_uri"] == "models:/mnist99-ensemble/1"
+    assert out["export"]["serve_uri"] == "models:/mnist99-ensemble@champion"  # the gate reads what the run logged:
+    version_tags = client.get_model_version("mnist99-ensemble", "1").tags
+    assert float(version_tags["mnist99.val_accuracy"]) == pytest.approx(out["val_accuracy"])
+    assert version_tags["mnist99.val_digest"] == tracking.validated_on(parent)
     assert (tmp_path / "exports" / "mnist99-ensemble.keras").is_file()
     for i, child in enumerate(sorted(children, key=lambda c: c.info.run_name), start=1):  # same model, same data
         assert child.data.metrics["test_accuracy"] == pytest.approx(out[f"member_{i}_test_accuracy"], abs=1e-6)

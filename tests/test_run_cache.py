@@ -44,6 +44,8 @@ def test_second_run_skips_every_stage_and_force_reruns(smoke_cfg, store, tmp_pat
     for stage in ("prepare", "ensemble", "export"):
         assert f"run: {stage} skipped: reusing FINISHED run {made[stage][0]} (cache key {keys[stage]})" in out
     assert "mnist99 run: summary" in out and f"ensemble run {made['ensemble'][0]}" in out
+    assert ("registered   models:/mnist99-ensemble/1  -> mnist99.load_ensemble('models:/mnist99-ensemble@champion')"
+            in out.splitlines())  # the reused export keeps its alias
     assert second["test_accuracy"] == pytest.approx(first["test_accuracy"])
     assert second["eval_ece"] == pytest.approx(first["eval_ece"])
     assert second["export"]["model_uri"] == first["export"]["model_uri"]

@@ -1,4 +1,4 @@
-"""End to end: the registered ensemble served by ``mlflow models serve`` answers a real HTTP request on 127.0.0.1."""
+"""End to end: the champion, served by alias with ``mlflow models serve``, answers a real HTTP request on 127.0.0.1."""
 import contextlib
 import json
 import os
@@ -56,7 +56,7 @@ def stop(server: subprocess.Popen) -> None:
             continue
 
 
-def test_served_model_answers_like_the_in_memory_ensemble(tmp_path, store, tiny_members):
+def test_champion_served_by_alias_answers_like_the_in_memory_ensemble(tmp_path, store, tiny_members):
     from mnist99 import tracking
     from mnist99.config import load_config
     from mnist99.stages import export
@@ -67,6 +67,7 @@ def test_served_model_answers_like_the_in_memory_ensemble(tmp_path, store, tiny_
     with tracking.stage_run(cfg, "ensemble", "ensemble-tiny") as active:
         tracking.log_model_file(ensemble)
     out = export.export_run(cfg, active.info.run_id)
+    assert out["serve_uri"] == "models:/mnist99-ensemble@champion"  # the first export: no champion yet
     digits = np.random.default_rng(2).integers(0, 256, (4, 28, 28)).astype("uint8")
     expected = ensemble.predict(digits, verbose=0)
 
@@ -74,7 +75,7 @@ def test_served_model_answers_like_the_in_memory_ensemble(tmp_path, store, tiny_
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     log = tmp_path / "serve.log"
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m", out["model_uri"], "--env-manager", "local",
+        [sys.executable, "-m", "mlflow", "models", "serve", "-m", out["serve_uri"], "--env-manager", "local",
          "-h", "127.0.0.1", "-p", str(port)],
         env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
     try:

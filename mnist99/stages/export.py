@@ -4,8 +4,11 @@ Reads: ``model/model.keras`` of ``--run-id`` (default: the latest FINISHED ensem
 ``<export.dir>/<registered_name>.keras``, a TensorFlow SavedModel under
 ``<export.dir>/<registered_name>/<version>/`` (when ``export.saved_model``), and an export run that
 logs the MLflow model (signature uint8 (-1, 28, 28) -> float32 (-1, 10)), registers it as a new
-version of ``export.registered_name`` (tags: source and member run ids) and keeps
-``input_example.json``. No export file is written (or replaced) when any step fails.
+version of ``export.registered_name`` (tags: source and member run ids, the source's validation
+accuracy and split digest) and keeps ``input_example.json``. No export file is written (or replaced)
+when any step fails. The new version then gets the alias ``champion`` when its validation accuracy is
+at least the current champion's on the same validation split, else ``challenger``
+(``--promote``/``--no-promote`` override the gate; see docs/CHAMPION.md).
 """
 from __future__ import annotations
 
@@ -16,12 +19,33 @@ import numpy as np
 from mnist99 import tracking
 from mnist99.config import Config
 from mnist99.constants import IMAGE_SHAPE
+from mnist99.delivery.promotion import Promote
 from mnist99.errors import ModelLoadError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-id", default=None, metavar="RUN",
                         help="the ensemble or train run to export (default: the latest FINISHED ensemble run)")
+    add_promote_arguments(parser)
+
+
+def add_promote_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--promote`` / ``--no-promote``: override the promotion gate (``export`` and ``run`` take them)."""
+    parser.add_argument("--promote", action=argparse.BooleanOptionalAction, default=None,
+                        help="make the exported version the champion whatever the gate says (--no-promote: "
+                             "never; default: only if its val_accuracy >= the champion's on the same split)")
+
+
+def promote_choice(args: argparse.Namespace | None) -> Promote:
+    """What ``--promote`` / ``--no-promote`` asked for; ``auto`` (the gate decides) when neither was given."""
+    chosen = getattr(args, "promote", None)
+    return "auto" if chosen is None else chosen
+
+
+def promote(name: str, version: str, choice: Promote) -> dict:
+    """Run the promotion gate on ``version``: its alias, the console line saying why, the URI to load it by."""
+    decision = tracking.gate(name, version, choice)
+    return {"alias": decision.alias, "promotion": decision.line(name), "serve_uri": decision.uri(name)}
 
 
 def source_run(run_id: str | None):
@@ -35,8 +59,8 @@ def source_run(run_id: str | None):
     return run
 
 
-def export_run(cfg: Config, run_id: str | None = None) -> dict:
-    """Export the model of ``run_id`` (see the module help); returns paths, version and run ids."""
+def export_run(cfg: Config, run_id: str | None = None, choice: Promote = "auto") -> dict:
+    """Export the model of ``run_id`` (see the module help); returns paths, version, alias and run ids."""
     from mnist99.delivery.ensemble import as_ensemble
     from mnist99.delivery.export import staged_export
     from mnist99.delivery.loading import load_run_model
@@ -55,17 +79,21 @@ def export_run(cfg: Config, run_id: str | None = None) -> dict:
             # is kept beside the model instead, in the body /invocations takes.
             tracking.log_dict({"inputs": np.zeros((1, *IMAGE_SHAPE), np.uint8).tolist()}, "input_example.json")
         tracking.set_tag("mnist99.registered_model", f"{name}/{version}")
+        # The alias comes last: a version is offered as champion only once its files and tags are in place.
+        tracking.record_validation(name, version, source)
+        promoted = promote(name, version, choice)
     out = {"run_id": active.info.run_id, "source_run_id": source_id, "member_run_ids": member_ids.split(","),
            "registered_name": name, "version": version, "model_uri": f"models:/{name}/{version}",
-           "keras_file": str(paths.keras_file), "saved_model": str(paths.saved_model) if paths.saved_model else None}
+           "keras_file": str(paths.keras_file), "saved_model": str(paths.saved_model) if paths.saved_model else None,
+           **promoted}
     return out
 
 
 def run(cfg: Config, args: argparse.Namespace | None = None) -> dict:
     """Export (see the module help); prints where the files went and the registered model version."""
     tracking.setup(cfg)
-    out = export_run(cfg, getattr(args, "run_id", None))
+    out = export_run(cfg, getattr(args, "run_id", None), promote_choice(args))
     print(f"export: {out['keras_file']}" + (f", SavedModel {out['saved_model']}" if out["saved_model"] else "") +
-          f"\nregistered: {out['model_uri']} (from run {out['source_run_id']})\n"
-          f"load it: mnist99.load_ensemble({out['model_uri']!r})")
+          f"\nregistered: {out['model_uri']} (from run {out['source_run_id']})\n{out['promotion']}\n"
+          f"load it: mnist99.load_ensemble({out['serve_uri']!r})")
     return out

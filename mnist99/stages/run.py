@@ -2,7 +2,8 @@
 
 Reads: MNIST (see ``prepare``). Writes: the prepare run; the ensemble parent run (with its nested
 member runs) that also holds the evaluation pack; the export files and an export run registering
-a new version of ``export.registered_name``.
+a new version of ``export.registered_name``, which becomes ``@champion`` if it passes the promotion
+gate (``--promote``/``--no-promote`` as for ``export``).
 
 A stage whose inputs are unchanged is skipped: each stage run carries the tag ``mnist99.cache_key``
 (a hash of the config sections it reads, the data's sha256, the mnist99 version and a digest of its
@@ -27,6 +28,7 @@ from mnist99.stages import ensemble, export, prepare
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true",
                         help="rerun every stage, even those with a FINISHED run of the same cache key")
+    export.add_promote_arguments(parser)
 
 
 def reusable(stage: str, key: str, force: bool, usable: Callable[[Any], bool] = lambda found: True):
@@ -84,7 +86,8 @@ def summary(ens: dict, evaluation: dict, exported: dict, seconds: float, cfg: Co
               (f"calibration  ECE {evaluation.get('eval_ece', float('nan')):.4f}, "
                f"NLL {evaluation.get('eval_test_nll', float('nan')):.4f} (test)"),
               f"wall time    {seconds / 60:.1f} min",
-              f"registered   {exported['model_uri']}  -> mnist99.load_ensemble({exported['model_uri']!r})",
+              f"registered   {exported['model_uri']}  -> mnist99.load_ensemble({exported['serve_uri']!r})",
+              f"alias        {exported['promotion']}",
               f"files        {exported['keras_file']}  {exported['saved_model'] or ''}",
               f"ensemble run {ens['run_id']}",
               f"MLflow UI    {tracking.ui_command(cfg)}"]
@@ -124,8 +127,9 @@ def run(cfg: Config, args: argparse.Namespace | None = None) -> dict:
     found = reusable("export", key, force, usable=export_files_exist)
     if found is not None:
         exported = from_export_run(found)
+        exported.update(export.promote(exported["registered_name"], exported["version"], export.promote_choice(args)))
     else:
-        exported = export.export_run(cfg, ens["run_id"])
+        exported = export.export_run(cfg, ens["run_id"], export.promote_choice(args))
         files = {"mnist99.keras_file": exported["keras_file"], "mnist99.saved_model": exported["saved_model"]}
         tracking.update_run(exported["run_id"], tags={tracking.CACHE_KEY_TAG: key, **{
             tag: str(Path(path).resolve()) if path else "" for tag, path in files.items()}})

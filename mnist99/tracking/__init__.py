@@ -1,14 +1,18 @@
 """The MLflow boundary: only this package imports mlflow; stages, benchmarks and tests go through here.
 
 ``store`` (where runs live), ``runs`` (stage runs and what they log), ``queries`` (reading runs back),
-``models`` (MLflow models and the registry), ``keys`` (cache keys and provenance digests), ``resume``
-(a killed job's checkpoint folder and run), ``callbacks`` (per-epoch logging) and ``server``
+``models`` (MLflow models and the registry), ``aliases`` (the registry's champion/challenger aliases),
+``keys`` (cache keys and provenance digests), ``resume`` (a killed job's checkpoint folder and run),
+``callbacks`` (per-epoch logging) and ``server``
 (``mlflow server`` for the UI). Callers use ``from mnist99 import tracking``; the names
 below load on first use (PEP 562), so a stage module, and ``mnist99 --help``, imports neither MLflow nor Keras.
 """
 from mnist99 import lazy_attributes
 
 _HOME = {
+    **dict.fromkeys([
+        'gate', 'record_validation', 'registry_lock'
+    ], 'aliases'),
     **dict.fromkeys([
         'MlflowEpochLogger', 'current_lr'
     ], 'callbacks'),
@@ -20,7 +24,7 @@ _HOME = {
     ], 'models'),
     **dict.fromkeys([
         'cached_run', 'child_runs', 'download', 'finished_run', 'last_step', 'latest_finished_run',
-        'matching_train_runs', 'metric_history', 'run_params', 'split_digest', 'unfinished_run'
+        'matching_train_runs', 'metric_history', 'run_params', 'split_digest', 'unfinished_run', 'validated_on'
     ], 'queries'),
     **dict.fromkeys([
         'base_tags', 'log_config', 'log_dataset', 'log_dict', 'log_figure', 'log_metrics', 'log_model_file',

@@ -73,17 +73,17 @@ def split_digest(x, y) -> str:
     return mlflow.data.from_numpy(x, targets=y).digest
 
 
+def validated_on(run: mlflow.entities.Run) -> str | None:
+    """The digest of the split ``run`` logged as its ``val`` dataset input (None when it logged none)."""
+    return next((d.dataset.digest for d in run.inputs.dataset_inputs if any(t.value == "val" for t in d.tags)), None)
+
+
 def matching_train_runs(params: dict[str, str], val_digest: str) -> list[mlflow.entities.Run]:
     """FINISHED train runs of the current experiment, oldest first, that logged ``params`` (a key a
     run did not log, e.g. one from an older mnist99, is not compared) and validated on the split of ``val_digest``
     (so none trained on those images)."""
     runs = mlflow.search_runs(filter_string="tags.`mnist99.stage` = 'train' AND attributes.status = 'FINISHED'",
                               order_by=["attributes.start_time"], output_format="list")
-
-    def validated_on(run) -> str | None:
-        return next((d.dataset.digest for d in run.inputs.dataset_inputs if any(t.value == "val" for t in d.tags)),
-                    None)
-
     return [run for run in runs
             if all(run.data.params.get(k, v) == v for k, v in params.items()) and validated_on(run) == val_digest]
 
