@@ -143,6 +143,14 @@ class AugmentConfig(Section):
     noise: NoiseConfig
 
 
+class EvaluateConfig(Section):
+    """The evaluation pack's options (stage ``evaluate``, and ``run``'s evaluation of the ensemble)."""
+
+    robustness: bool  # accuracy under the corruptions of mnist99.data.corruptions, in the pack
+    robustness_size: int = Field(ge=10)  # test digits corrupted (a stratified subset; all when fewer)
+    robustness_seed: int = Field(ge=0)  # picks the subset and the corruptions' random draws
+
+
 class ModelConfig(Section):
     name: ModelName
     activation: ActivationName
@@ -298,6 +306,7 @@ class Config(Section):
     model: ModelConfig
     train: TrainConfig
     ensemble: EnsembleConfig
+    evaluate: EvaluateConfig
     export: ExportConfig
     tracking: TrackingConfig
     diagnostics: DiagnosticsConfig

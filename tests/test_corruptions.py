@@ -7,6 +7,7 @@ from scipy import ndimage
 
 from mnist99.data import corruptions
 from mnist99.data.corruptions import CORRUPTIONS, corrupt
+from tests.conftest import ROOT
 
 ISSUE_LIST = {"gaussian_noise", "shot_noise", "impulse_noise", "gaussian_blur", "motion_blur", "glass_blur", "rotate",
               "shear", "scale", "translate", "brightness", "contrast", "stripe", "occlusion", "dotted_line", "zigzag",
@@ -90,3 +91,12 @@ def test_a_third_of_the_corruptions_are_held_out_and_no_training_op_imitates_the
     assert not imitated & unseen, f"training imitates held-out corruptions: {sorted(imitated & unseen)}"
     assert sorted(corruptions.names(seen=True) + sorted(unseen)) == sorted(CORRUPTIONS.names())
 
+
+def test_the_docs_list_every_corruption_with_its_family_and_parameters():
+    table = (ROOT / "docs" / "ROBUSTNESS.md").read_text().split("## The corruptions", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    for name in CORRUPTIONS.names():
+        corruption = CORRUPTIONS.get(name)
+        (row,) = [line for line in rows if line.startswith(f"| `{name}` | ")]
+        assert f" | {'seen' if corruption.seen else 'unseen'} | " in row, name
+        assert all(f"`{key}={value}`" in row for key, value in corruption.params.items()), row
