@@ -99,6 +99,35 @@ class ElasticConfig(Section):
     sigma: float = Field(gt=0, le=14)  # smoothing of the displacement field, pixels (theirs: 4)
 
 
+class ShareConfig(Section):
+    """An op applied to a random share of the images."""
+
+    enabled: bool
+    probability: float = Field(ge=0, le=1)  # chance per image
+
+
+class NoiseConfig(ShareConfig):
+    max_stddev: float = Field(gt=0, le=1)  # each noisy image's standard deviation is drawn from U(0, max)
+
+
+class BlurConfig(ShareConfig):
+    max_sigma: float = Field(gt=0, le=4)  # Gaussian sigma per axis drawn from U(0, max), pixels
+
+
+class ErasingConfig(ShareConfig):
+    max_area: float = Field(ge=0.02, le=1)  # the black box covers 2% to this share of the image
+
+
+class ContrastConfig(Section):
+    enabled: bool
+    factor: float = Field(ge=0, le=1)  # contrast multiplied by U(1 - factor, 1 + factor) per image
+
+
+class BrightnessConfig(Section):
+    enabled: bool
+    max_delta: float = Field(ge=0, le=1)  # U(-max, max) added to every pixel of an image
+
+
 class AugmentConfig(Section):
     enabled: bool
     rotation: RotationConfig
@@ -106,6 +135,20 @@ class AugmentConfig(Section):
     zoom: ZoomConfig
     shear: ShearConfig
     elastic: ElasticConfig
+    thicken: ShareConfig
+    blur: BlurConfig
+    erasing: ErasingConfig
+    contrast: ContrastConfig
+    brightness: BrightnessConfig
+    noise: NoiseConfig
+
+
+class EvaluateConfig(Section):
+    """The evaluation pack's options (stage ``evaluate``, and ``run``'s evaluation of the ensemble)."""
+
+    robustness: bool  # accuracy under the corruptions of mnist99.data.corruptions, in the pack
+    robustness_size: int = Field(ge=10)  # test digits corrupted (a stratified subset; all when fewer)
+    robustness_seed: int = Field(ge=0)  # picks the subset and the corruptions' random draws
 
 
 class ModelConfig(Section):
@@ -265,6 +308,7 @@ class Config(Section):
     model: ModelConfig
     train: TrainConfig
     ensemble: EnsembleConfig
+    evaluate: EvaluateConfig
     export: ExportConfig
     tracking: TrackingConfig
     diagnostics: DiagnosticsConfig

@@ -128,3 +128,16 @@ def test_training_learns_the_synthetic_task(tiny_splits):
     result = train_model(cfg, tiny_splits)
     assert result.metrics["val_accuracy"] > 0.5  # chance is 0.1
     assert result.metrics["epochs_run"] == len(result.history["loss"]) <= 6
+
+
+def test_robust_config_trains_with_every_robustness_op(tiny_splits):
+    """configs/robust.yaml switches on the ops that imitate seen corruption families (off by default); they
+    run in tf.data and the model trains."""
+    from mnist99.training.fit import train_model
+
+    cfg = load_config(["robust"], ["model.name=resmlp", "model.width=8", "model.depth=1", "train.epochs=1",
+                                   "train.batch_size=32", "train.verbose=0"])
+    switched_on = {op for op in AUGMENT_OPS.names() if getattr(cfg.augment, op).enabled > getattr(defaults().augment, op).enabled}
+    assert switched_on == {"thicken", "blur", "erasing", "contrast", "brightness", "noise"}
+    result = train_model(cfg, tiny_splits)
+    assert np.isfinite(result.history["loss"][0]) and result.metrics["epochs_run"] == 1

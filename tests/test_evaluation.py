@@ -138,12 +138,34 @@ def test_evaluate_model_logs_the_pack(store, tiny_splits):
     assert logged["eval_test_accuracy"] == pytest.approx(metrics["eval_test_accuracy"])
     assert {"eval_ece", "eval_test_nll", "eval_test_f1_macro", "eval_f1_class_9",
             "eval_member_2_test_accuracy"} <= set(logged)
+    robust = {f"robust/{k}" for k in ("clean", "mean", "min", "seen_mean", "unseen_mean", "seconds", "fog", "translate")}
+    assert robust <= set(logged) and robust <= set(metrics)  # evaluate.robustness is on by default
+    assert logged["robust/clean"] == pytest.approx(expected.mean())  # the whole tiny test split: 60 < robustness_size
+    assert logged["robust/seconds"] > 0
     files = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "evaluation")}
     assert files == {f"evaluation/{name}" for name in (
         "confusion_matrix.png", "confusion_matrix.json", "misclassified.png", "reliability.png",
-        "per_class.json", "per_class.md", "members_vs_ensemble.png", "members_vs_ensemble.json")}
+        "per_class.json", "per_class.md", "members_vs_ensemble.png", "members_vs_ensemble.json",
+        "robustness.png", "robustness.md", "robustness.csv")}
     table = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/evaluation/members_vs_ensemble.json")
     assert [r["name"] for r in table["members"]] == ["member_1", "member_2", "ensemble"]
+
+
+def test_robustness_off_leaves_it_out_of_the_pack(store, tiny_splits):
+    import mlflow
+
+    from mnist99 import tracking
+    from mnist99.config import load_config
+    from mnist99.stages.evaluate import evaluate_model
+
+    cfg = load_config([], ["evaluate.robustness=false"])
+    tracking.setup(cfg, experiment="evaluate-pack")
+    with mlflow.start_run() as run:
+        metrics = evaluate_model(cfg, tiny_model(), tiny_splits)
+    assert "eval_test_accuracy" in metrics and not [k for k in metrics if k.startswith("robust/")]
+    assert not [k for k in mlflow.get_run(run.info.run_id).data.metrics if k.startswith("robust/")]
+    files = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "evaluation")}
+    assert files and not [f for f in files if "robustness" in f]
 
 
 @pytest.mark.slow

@@ -46,8 +46,10 @@ def test_second_run_skips_every_stage_and_force_reruns(smoke_cfg, store, tmp_pat
     assert "mnist99 run: summary" in out and f"ensemble run {made['ensemble'][0]}" in out
     assert ("registered   models:/mnist99-ensemble/1  -> mnist99.load_ensemble('models:/mnist99-ensemble@champion')"
             in out.splitlines())  # the reused export keeps its alias
+    assert f"robustness   mean {first['robust/mean']:.4f}" in out
     assert second["test_accuracy"] == pytest.approx(first["test_accuracy"])
     assert second["eval_ece"] == pytest.approx(first["eval_ece"])
+    assert second["robust/mean"] == pytest.approx(first["robust/mean"])  # the evaluation pack's robustness, read back
     assert second["export"]["model_uri"] == first["export"]["model_uri"]
     print(f"first run {first_seconds:.1f}s, second run {second_seconds:.1f}s")  # shown with -s
 

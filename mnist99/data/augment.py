@@ -3,18 +3,31 @@
 They run per batch inside ``tf.data`` (see :mod:`mnist99.data.batches`), not inside the model:
 Keras' random image layers are not XLA-compilable and would turn ``jit_compile`` off.
 Images are float32 in [0, 1], shape (B, 28, 28, 1).
+
+Each op names the corruption families of :mod:`mnist99.data.corruptions` it imitates
+(:data:`CORRUPTION_FAMILIES`): only families marked seen there, so the held-out ones measure
+robustness to what training never showed (tests/test_corruptions.py compares the two).
 """
 from __future__ import annotations
 
 import math
 
 import keras
+from keras import ops
 
 from mnist99.config import AugmentConfig
 from mnist99.registry import Registry
 
 AUGMENT_OPS: Registry = Registry("augment op")
 _FILL = dict(fill_mode="constant", fill_value=0.0)  # MNIST background is black
+_UNIT = dict(value_range=(0.0, 1.0))  # Keras' colour layers default to (0, 255)
+
+# augment op -> the corruption families (mnist99.data.corruptions) it imitates; every one must be "seen" there
+CORRUPTION_FAMILIES: dict[str, tuple[str, ...]] = {
+    "rotation": ("rotate",), "shift": ("translate",), "zoom": ("scale",), "shear": ("shear",), "elastic": (),
+    "thicken": ("thicken",), "blur": ("gaussian_blur", "motion_blur"), "erasing": ("occlusion",),
+    "contrast": ("contrast",), "brightness": ("brightness",), "noise": ("gaussian_noise",),
+}
 
 
 @AUGMENT_OPS.register("rotation")
@@ -108,8 +121,94 @@ def _elastic(cfg, seed: int) -> keras.layers.Layer:
     return ElasticDistortion(cfg.alpha, cfg.sigma, cfg.probability, seed=seed)
 
 
+class _ShareOfImages(keras.layers.Layer):
+    """Base of the ops Keras lacks: ``change`` a random share ``probability`` of the batch's images, in
+    training only, with Keras ops (so in ``tf.data`` and inside a compiled JAX step alike)."""
+
+    def __init__(self, probability: float, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.probability, self.seed = float(probability), seed
+        self.generator = keras.random.SeedGenerator(seed)
+
+    def call(self, images, training=True):
+        if not training:
+            return images
+        chosen = keras.random.uniform((ops.shape(images)[0], 1, 1, 1), seed=self.generator) < self.probability
+        return ops.where(chosen, self.change(images), images)
+
+    def change(self, images):
+        raise NotImplementedError
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "probability": self.probability, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="mnist99")
+class RandomGaussianNoise(_ShareOfImages):
+    """Additive Gaussian noise, each chosen image at its own standard deviation drawn from U(0, ``max_stddev``),
+    clipped to [0, 1]. Keras' GaussianNoise puts one level on every image, so no clean digit would be seen."""
+
+    def __init__(self, probability: float, max_stddev: float, seed: int | None = None, **kwargs):
+        super().__init__(probability, seed, **kwargs)
+        self.max_stddev = float(max_stddev)
+
+    def change(self, images):
+        stddev = keras.random.uniform((ops.shape(images)[0], 1, 1, 1), maxval=self.max_stddev, seed=self.generator)
+        return ops.clip(images + keras.random.normal(ops.shape(images), seed=self.generator) * stddev, 0.0, 1.0)
+
+    def get_config(self):
+        return {**super().get_config(), "max_stddev": self.max_stddev}
+
+
+@keras.saving.register_keras_serializable(package="mnist99")
+class RandomThicken(_ShareOfImages):
+    """Strokes thickened by a grey dilation (a 3x3 max filter: the smallest centred one, +1 px a side)."""
+
+    def change(self, images):
+        return ops.max_pool(images, pool_size=3, strides=1, padding="same")
+
+
+@AUGMENT_OPS.register("thicken")
+def _thicken(cfg, seed: int) -> keras.layers.Layer:
+    return RandomThicken(cfg.probability, seed=seed)
+
+
+@AUGMENT_OPS.register("blur")
+def _blur(cfg, seed: int) -> keras.layers.Layer:
+    # Keras draws one (sigma_y, sigma_x) pair a batch, each from U(0, max): also blurs along one axis only
+    return keras.layers.RandomGaussianBlur(factor=(cfg.probability, cfg.probability), sigma=(0.0, cfg.max_sigma),
+                                           kernel_size=2 * math.ceil(2 * cfg.max_sigma) + 1, seed=seed, **_UNIT)
+
+
+@AUGMENT_OPS.register("erasing")
+def _erasing(cfg, seed: int) -> keras.layers.Layer:
+    # scale bounds each side's share squared, so the box covers 2% to max_area of the image; black hides ink
+    return keras.layers.RandomErasing(factor=(cfg.probability, cfg.probability), scale=(0.02, cfg.max_area),
+                                      fill_value=0.0, seed=seed, **_UNIT)
+
+
+@AUGMENT_OPS.register("contrast")
+def _contrast(cfg, seed: int) -> keras.layers.Layer:
+    # (f, f): a factor in [1 - f, 1 + f]; Keras 3.15 turns a single f into [1, 1 + f], never lowering contrast
+    return keras.layers.RandomContrast((cfg.factor, cfg.factor), seed=seed, **_UNIT)
+
+
+@AUGMENT_OPS.register("brightness")
+def _brightness(cfg, seed: int) -> keras.layers.Layer:
+    return keras.layers.RandomBrightness((-cfg.max_delta, cfg.max_delta), seed=seed, **_UNIT)
+
+
+@AUGMENT_OPS.register("noise")
+def _noise(cfg, seed: int) -> keras.layers.Layer:
+    return RandomGaussianNoise(cfg.probability, cfg.max_stddev, seed=seed)
+
+
 def build_augmenter(cfg: AugmentConfig, seed: int) -> keras.Sequential | None:
-    """The enabled ops in a fixed order (rotation, shift, zoom, shear, elastic), or None if none are."""
+    """The enabled ops in a fixed order (rotation, shift, zoom, shear, elastic, then the robustness ops:
+    thicken, blur, erasing, contrast, brightness, noise), or None if none are."""
     if not cfg.enabled:
         return None
     ops = []

@@ -27,15 +27,17 @@ def learning_curves(history: dict[str, list[float]], title: str = "") -> plt.Fig
     return fig
 
 
-def digit_grid(images: np.ndarray, captions: list[str] | None = None, cols: int = 8, title: str = "") -> plt.Figure:
-    """A grid of (N, 28, 28[, 1]) digits with an optional caption under each."""
+def digit_grid(images: np.ndarray, captions: list[str] | None = None, cols: int = 8, title: str = "",
+               value_range: tuple[float, float] | None = None) -> plt.Figure:
+    """A grid of (N, 28, 28[, 1]) digits with an optional caption under each; each digit's grey scale spans
+    its own min to max unless ``value_range`` fixes it (to show brightness and contrast as they are)."""
     images = np.asarray(images).reshape(len(images), *IMAGE_SHAPE)
     rows = max(1, int(np.ceil(len(images) / cols)))
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.3, rows * 1.5), squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < len(images):
-            ax.imshow(images[i], cmap="gray")
+            ax.imshow(images[i], cmap="gray", vmin=value_range and value_range[0], vmax=value_range and value_range[1])
             if captions:
                 ax.set_title(captions[i], fontsize=7)
     fig.suptitle(title)

@@ -6,11 +6,14 @@ Writes, into the evaluated run (``--run-id``) or a new run ``evaluate-<name>`` (
 metrics eval_test_accuracy, eval_test_nll, eval_ece, eval_test_f1_macro, eval_f1_class_<d>
 (and eval_member_<i>_test_accuracy/_nll for an ensemble); artifacts under evaluation/:
 confusion_matrix.png/.json, misclassified.png, reliability.png, per_class.json/.md and, for an
-ensemble, members_vs_ensemble.png/.json.
+ensemble, members_vs_ensemble.png/.json. With ``evaluate.robustness`` (docs/ROBUSTNESS.md): metrics
+robust/<corruption>, robust/clean, robust/mean, robust/min, robust/seen_mean, robust/unseen_mean,
+robust/seconds and artifacts robustness.png/.md/.csv.
 """
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 import numpy as np
@@ -37,16 +40,39 @@ def predict_probs(model, images: np.ndarray) -> np.ndarray:
     return np.asarray(model.predict(images, batch_size=EVAL_BATCH, verbose=0))
 
 
+def log_robustness(cfg: Config, model, splits: Splits) -> dict:
+    """The robustness table of ``model`` on a fixed stratified subset of the test split (``evaluate.robustness_*``),
+    logged to the ACTIVE run; ``robust/seconds`` is its whole wall time, so a time budget can count it."""
+    from mnist99.data.splits import stratified_subset
+    from mnist99.reports import robustness as report
+
+    start = time.perf_counter()
+    images, labels = stratified_subset(splits.x_test, splits.y_test, cfg.evaluate.robustness_size,
+                                       cfg.evaluate.robustness_seed)
+    result = report.robustness(model, images, labels, seed=cfg.evaluate.robustness_seed)
+    tracking.log_text(report.markdown({"accuracy": result}), f"{ARTIFACT_DIR}/robustness.md")
+    tracking.log_text(report.csv_text({"accuracy": result}), f"{ARTIFACT_DIR}/robustness.csv")
+    fig = report.figure(result)
+    tracking.log_figure(fig, f"{ARTIFACT_DIR}/robustness.png")
+    plots.close(fig)
+    metrics = {**result.metrics(), "robust/seconds": time.perf_counter() - start}
+    tracking.log_metrics(metrics)
+    print(f"evaluate: robustness mean={metrics['robust/mean']:.4f} min={metrics['robust/min']:.4f} ({result.worst()}) "
+          f"seen={metrics['robust/seen_mean']:.4f} unseen={metrics['robust/unseen_mean']:.4f} on {result.size} "
+          f"test digits x {len(result.rows)} corruptions ({metrics['robust/seconds']:.1f} s)")
+    return metrics
+
+
 def evaluate_model(cfg: Config, model, splits: Splits, member_models: list | None = None) -> dict:
     """Predict the test split, compute the evaluation pack and log it to the ACTIVE MLflow run.
 
     Args:
-        cfg: the resolved config (kept for a uniform stage signature).
+        cfg: the resolved config (``evaluate.*``).
         model: takes uint8 (N, 28, 28) digits and returns (N, 10) probabilities.
         splits: only ``x_test``/``y_test`` are read.
         member_models: the ensemble's members (uint8 or float input) for "members vs ensemble".
     Returns:
-        The metrics logged (``eval_test_accuracy``, ``eval_ece``, ...).
+        The metrics logged (``eval_test_accuracy``, ``eval_ece``, ..., ``robust/*`` with ``evaluate.robustness``).
     """
     from mnist99.delivery.ensemble import as_ensemble
     from mnist99.reports.evaluation import evaluate_predictions, per_class_markdown
@@ -64,6 +90,8 @@ def evaluate_model(cfg: Config, model, splits: Splits, member_models: list | Non
                     f"{ARTIFACT_DIR}/confusion_matrix.json")
     if result.members:
         tracking.log_dict({"members": result.members}, f"{ARTIFACT_DIR}/members_vs_ensemble.json")
+    if cfg.evaluate.robustness:
+        return {**result.metrics, **log_robustness(cfg, model, splits)}
     return result.metrics
 
 

@@ -45,10 +45,11 @@ def from_ensemble_run(found) -> tuple[dict, dict]:
     """The ensemble's and the evaluation's metrics as the stage returned them, read back from its run."""
     metrics = found.data.metrics
     member_ids = found.data.tags["mnist99.member_run_ids"].split(",")
-    ens = {key: value for key, value in metrics.items() if not key.startswith("eval_")}
+    evaluation = {key: value for key, value in metrics.items() if key.startswith(("eval_", "robust/"))}
+    ens = {key: value for key, value in metrics.items() if key not in evaluation}
     ens.update(member_run_ids=member_ids, run_id=found.info.run_id,
                weights=[metrics[f"member_{i}_weight"] for i in range(1, len(member_ids) + 1)])
-    return ens, {key: value for key, value in metrics.items() if key.startswith("eval_")}
+    return ens, evaluation
 
 
 def export_files_exist(found) -> bool:
@@ -78,13 +79,16 @@ def evaluate_in_run(cfg: Config, out: dict, splits) -> dict:
 
 
 def summary(ens: dict, evaluation: dict, exported: dict, seconds: float, cfg: Config) -> str:
-    """Members, ensemble, calibration, wall time, where the model is registered and how to open the UI."""
+    """Members, ensemble, calibration, robustness, wall time, where the model is registered and how to open the UI."""
     lines = ["", "mnist99 run: summary", f"{'':12} {'test_acc':>8}"]
+    robustness = [f"robustness   mean {evaluation['robust/mean']:.4f}, min {evaluation['robust/min']:.4f}, held-out families "
+                  f"{evaluation['robust/unseen_mean']:.4f} (corrupted test digits)"] if "robust/mean" in evaluation else []
     members = range(1, len(ens["member_run_ids"]) + 1)
     lines += [f"member {i:<5} {ens[f'member_{i}_test_accuracy']:8.4f}" for i in members]
     lines += [f"{'ensemble':12} {ens['test_accuracy']:8.4f}  (gain {ens['ensemble_gain']:+.4f} over the best member)",
               (f"calibration  ECE {evaluation.get('eval_ece', float('nan')):.4f}, "
                f"NLL {evaluation.get('eval_test_nll', float('nan')):.4f} (test)"),
+              *robustness,
               f"wall time    {seconds / 60:.1f} min",
               f"registered   {exported['model_uri']}  -> mnist99.load_ensemble({exported['serve_uri']!r})",
               f"alias        {exported['promotion']}",
