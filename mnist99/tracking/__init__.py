@@ -3,7 +3,7 @@
 ``store`` (where runs live), ``runs`` (stage runs and what they log), ``queries`` (reading runs back),
 ``models`` (MLflow models and the registry), ``keys`` (cache keys and provenance digests), ``resume``
 (a killed job's checkpoint folder and run), ``callbacks`` (per-epoch logging) and ``server``
-(``mlflow server`` for the UI). Callers use ``from mnist99 import tracking``; the names
+(``mlflow server`` for the UI, ``mlflow models serve``). Callers use ``from mnist99 import tracking``; the names
 below load on first use (PEP 562), so a stage module, and ``mnist99 --help``, imports neither MLflow nor Keras.
 """
 from mnist99 import lazy_attributes
@@ -16,7 +16,7 @@ _HOME = {
         'CACHE_KEY_TAG', 'CODE_DIGEST_TAG', 'cache_key', 'code_digest', 'git_commit'
     ], 'keys'),
     **dict.fromkeys([
-        'keras_signature', 'log_registered_model'
+        'keras_signature', 'log_registered_model', 'save_model'
     ], 'models'),
     **dict.fromkeys([
         'cached_run', 'child_runs', 'download', 'finished_run', 'last_step', 'latest_finished_run',
@@ -27,7 +27,7 @@ _HOME = {
         'log_model_file', 'log_params', 'log_summary', 'log_text', 'set_tag', 'set_tags', 'stage_run', 'update_run'
     ], 'runs'),
     **dict.fromkeys([
-        'free_port', 'server_argv', 'serving'
+        'free_port', 'model_serving', 'server_argv', 'serving'
     ], 'server'),
     **dict.fromkeys([
         'DEFAULT_STORE', 'EXPERIMENT_DESCRIPTION', 'EXPERIMENT_KIND', 'check_store', 'current_uri', 'setup',
