@@ -176,8 +176,16 @@ def test_export_settings_are_refused_in_one_line(override, message):
 
 
 def test_a_failed_check_publishes_nothing(exported, tmp_path, monkeypatch):
+    """A converted file that answers differently, or that its runtime cannot open (tf2onnx has no Erfc,
+    which Keras' exact GELU uses), fails the export in one line; nothing reaches the folder."""
     from mnist99.delivery import export
 
+    digits = keras.Input((28, 28), dtype="uint8")
+    x = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(digits))
+    gelu = keras.Model(digits, keras.layers.Softmax()(keras.layers.Dense(10, activation="gelu")(x)))
+    with pytest.raises(ExportError, match=r"^export format 'onnx': its runtime cannot open the converted file"):
+        with export.staged_export(gelu, tmp_path, NAME, ["keras", "onnx"]):
+            pytest.fail("the body runs only after every format passed its check")
     monkeypatch.setattr(export, "PARITY_TOLERANCE", -1.0)  # no file can pass
     with pytest.raises(ExportError, match="export format 'onnx' differs from the Keras model by"):
         with export.staged_export(exported.model, tmp_path, NAME, ["keras", "onnx"]):

@@ -20,7 +20,7 @@ import numpy as np
 
 from mnist99.constants import IMAGE_SHAPE
 from mnist99.delivery.formats import FORMATS
-from mnist99.errors import ExportError
+from mnist99.errors import ExportError, first_line
 
 PARITY_TOLERANCE = 1e-4  # max |p_format - p_keras| over the probe digits: float32 rounding is ~1e-7
 PROBE_DIGITS = 64  # random uint8 images each converted file must answer like the Keras model
@@ -64,7 +64,11 @@ def check_converted(model: keras.Model, staged: dict[str, Path]) -> None:
     for name, path in staged.items():
         if path.suffix not in RUNTIMES:
             continue
-        runtime = RUNTIMES[path.suffix][1](path)
+        try:
+            runtime = RUNTIMES[path.suffix][1](path)
+        except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own types (InvalidGraph, ...)
+            raise ExportError(f"export format {name!r}: its runtime cannot open the converted file "
+                              f"({first_line(exc)[:300]}): nothing was exported") from None
         if runtime.custom_ops():
             raise ExportError(f"export format {name!r} holds ops its runtime lacks ({', '.join(runtime.custom_ops())})"
                               ": nothing was exported")
