@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mnist99.console import library_info_muted, muted_stderr
 from mnist99.constants import EVAL_BATCH, IMAGE_SHAPE, NUM_CLASSES
 from mnist99.data.images import check_batch
 
@@ -70,7 +71,8 @@ class LiteRTModel(ExportedModel):
     def run(self, digits: np.ndarray) -> np.ndarray:
         if len(digits) != self.batch:
             self.interpreter.resize_tensor_input(self.input["index"], [len(digits), *IMAGE_SHAPE])
-            self.interpreter.allocate_tensors()
+            with muted_stderr(library_info_muted()):  # "INFO: Created TensorFlow Lite XNNPACK delegate"
+                self.interpreter.allocate_tensors()
             self.batch = len(digits)
         self.interpreter.set_tensor(self.input["index"], digits)
         self.interpreter.invoke()
