@@ -105,6 +105,19 @@ def test_every_runtime_answers_like_keras(exported, digits):
     assert (onnx_input.name, onnx_input.type, onnx_input.shape[1:]) == ("digits", "tensor(uint8)", [28, 28])
 
 
+def test_a_file_that_is_not_a_digits_to_probabilities_model_is_refused():
+    from mnist99.delivery.runtimes import check_contract
+
+    ok = dict(digits_type="tensor(uint8)", probs_type="tensor(float)")
+    check_contract(Path("m.onnx"), [("tensor(uint8)", ["N", 28, 28])], [("tensor(float)", ["N", 10])], **ok)
+    for inputs, outputs in [([("tensor(float)", ["N", 28, 28])], [("tensor(float)", ["N", 10])]),
+                            ([("tensor(uint8)", ["N", 784])], [("tensor(float)", ["N", 10])]),
+                            ([("tensor(uint8)", ["N", 28, 28])], [("tensor(float)", ["N", 1000])]),
+                            ([("tensor(uint8)", ["N", 28, 28])] * 2, [("tensor(float)", ["N", 10])])]:
+        with pytest.raises(ValueError, match=r"^m\.onnx maps .* expected one uint8 \(N, 28, 28\) input"):
+            check_contract(Path("m.onnx"), inputs, outputs, **ok)
+
+
 def test_the_litert_file_holds_builtin_ops_only(exported, tmp_path):
     """Checked on the file's own operator table; the check finds the Flex op of Keras' default LiteRT export
     of a model that needs one, and the project's writer refuses that model instead."""
@@ -122,6 +135,7 @@ def test_the_litert_file_holds_builtin_ops_only(exported, tmp_path):
     assert not (tmp_path / "builtins.tflite").exists()
 
 
+@pytest.mark.slow
 def test_predict_and_evaluate_take_each_format(exported, tiny_splits, monkeypatch, tmp_path, capsys):
     from mnist99.data.images import load_image
     from mnist99.stages import evaluate

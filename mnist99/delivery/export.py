@@ -69,9 +69,10 @@ def check_converted(model: keras.Model, staged: dict[str, Path]) -> None:
         except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own types (InvalidGraph, ...)
             raise ExportError(f"export format {name!r}: its runtime cannot open the converted file "
                               f"({first_line(exc)[:300]}): nothing was exported") from None
-        if runtime.custom_ops():
-            raise ExportError(f"export format {name!r} holds ops its runtime lacks ({', '.join(runtime.custom_ops())})"
-                              ": nothing was exported")
+        custom = runtime.custom_ops()
+        if custom:
+            raise ExportError(f"export format {name!r} holds ops its runtime lacks ({', '.join(custom)}): "
+                              "nothing was exported")
         if expected is None:
             expected = np.asarray(model.predict(probe, verbose=0))
         diff = float(np.abs(runtime.predict(probe) - expected).max())
