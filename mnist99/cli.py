@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Iterator
 
 from mnist99 import __version__
+from mnist99.console import muted_stderr
 from mnist99.errors import Mnist99Error
 
 # Sub-command -> module under mnist99.stages. Each module has a docstring (its help text), a
@@ -100,15 +101,8 @@ def import_tensorflow_quietly() -> None:
     """Import TensorFlow with stderr muted: its C++ start-up lines (oneDNN, CUDA stubs) are printed
     before absl logging starts, so no TF_CPP_MIN_LOG_LEVEL silences them and they would bury our
     one-line errors. An import failure still raises, with its message, once stderr is back."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            import tensorflow  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+    with muted_stderr():
+        import tensorflow  # noqa: F401
 
 
 def _interrupt(signum: int, frame) -> None:

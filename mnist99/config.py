@@ -55,6 +55,25 @@ InitializerName = Annotated[str, AfterValidator(_registered("initializer", "mnis
 OptimizerName = Annotated[str, AfterValidator(_registered("optimizer", "mnist99.training.optimizers:OPTIMIZERS"))]
 ScheduleName = Annotated[str, AfterValidator(_registered("schedule", "mnist99.training.optimizers:SCHEDULES"))]
 TunerName = Annotated[str, AfterValidator(_registered("tuner", "mnist99.tuning.tuners:TUNERS"))]
+ExportFormatName = Annotated[str, AfterValidator(_registered("export format", "mnist99.delivery.formats:FORMATS"))]
+
+
+def _formats_usable(names: list[str]) -> list[str]:
+    """Each format listed once, its optional extra installed: checked here, so a missing one fails before training."""
+    from mnist99.delivery.formats import install_hint, missing_extra
+
+    for name in names:
+        if names.count(name) > 1:
+            raise PydanticCustomError("format_twice", "lists '{name}' twice", {"name": name})
+        extra = missing_extra(name)
+        if extra:
+            raise PydanticCustomError("missing_extra", "lists '{name}', which needs the {extra} extra: {hint}",
+                                      {"name": name, "extra": extra, "hint": install_hint(extra)})
+    return names
+
+
+# Keys the schema refuses that configs written for other mnist99 versions may hold, and what to write instead.
+REPLACED_KEYS = {"export.saved_model": "export.formats, a list such as [keras, saved_model]"}
 
 
 class Section(BaseModel):
@@ -230,7 +249,8 @@ class EnsembleConfig(Section):
 class ExportConfig(Section):
     dir: str
     registered_name: str
-    saved_model: bool
+    formats: Annotated[list[ExportFormatName], Field(min_length=1), AfterValidator(_formats_usable)]
+    keep: int | None = Field(ge=1)  # SavedModel versions kept in dir; None keeps every one
 
 
 class TrackingConfig(Section):
@@ -330,7 +350,10 @@ def _format_validation_error(err: ValidationError) -> str:
     key = ".".join(str(part) for part in first["loc"])
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
-        return f"unknown config key {key!r}"
+        replacement = REPLACED_KEYS.get(key)
+        return f"unknown config key {key!r}" + (f": use {replacement}" if replacement else "")
+    if first["type"] in ("missing_extra", "format_twice"):  # the message names the value already
+        return f"{key} {message}"
     key = key if key.isprintable() else repr(key)  # keys of free-form mappings may hold anything
     if not key:  # a check across keys (a model validator): the input is the whole config, not worth printing
         return f"invalid config: {message}"

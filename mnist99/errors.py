@@ -21,6 +21,10 @@ class ModelLoadError(Mnist99Error):
     """A model file or URI cannot be loaded."""
 
 
+class ExportError(Mnist99Error):
+    """An export format's file does not answer like the Keras model it was converted from."""
+
+
 class TrackingError(Mnist99Error):
     """The MLflow store cannot be opened or written (bad path, not a database, locked too long)."""
 

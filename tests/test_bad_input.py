@@ -207,7 +207,7 @@ CASES = [
     ("model-lambda-layer", "predict", ["--model", "{root}/lambda.keras", "{good}"],
      "cannot load model {root}/lambda.keras: refused by Keras safe mode (it would run arbitrary code)"),
     ("model-not-keras", "predict", ["--model", "{root}/model.h5", "{good}"],
-     "{root}/model.h5 is not a .keras file"),
+     "{root}/model.h5 is not a .keras, .onnx or .tflite file"),
     ("model-folder-of-two", "predict", ["--model", "{root}/two_models", "{good}"],
      "{root}/two_models is a folder with 2 .keras files, expected exactly one"),
     ("model-unknown-registered-name", "predict", ["--model", "models:/no-such-model/latest", "{good}"],

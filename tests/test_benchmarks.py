@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -74,3 +75,63 @@ def test_ensemble_spread_scores_every_subset_of_the_matching_members(smoke_cfg, 
     for split in ("val", "test"):
         assert three[f"{split}_accuracy"]["median"] == pytest.approx(logged.data.metrics[f"{split}_accuracy"])
         assert pairs[f"{split}_accuracy"]["min"] <= pairs[f"{split}_accuracy"]["median"] <= pairs[f"{split}_accuracy"]["max"]
+
+
+def test_inference_measures_every_runtime_and_its_parity(tmp_path, tiny_members, capsys):
+    """Smoke size (256 test digits, a few timed calls, no serving): one line per runtime, a summary."""
+    require_real_data()
+    from benchmarks import inference
+    from mnist99.delivery.ensemble import combine
+
+    combine(tiny_members, [0.3, 0.7]).save(tmp_path / "ensemble.keras")
+    argv = ["inference.py", "-c", "configs/smoke.yaml", "--set", f"data.cache_dir={tmp_path / 'cache'}",
+            "--model", str(tmp_path / "ensemble.keras"), "--repeats", "2", "--samples", "3", "--warmup", "1",
+            "--serve-requests", "0"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "argv", argv)
+        patch.chdir(ROOT)
+        inference.main()
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [row.get("runtime", row["result"]) for row in rows] == ["keras", "saved_model", "onnx", "litert", "summary"]
+    *runtimes, summary = rows
+    for row in runtimes:
+        assert row["images_per_s"] > 0 and 0 < row["latency_ms_p50"] <= row["latency_ms_p95"], row["runtime"]
+        assert row["max_abs_diff"] <= 1e-4 and row["argmax_agreement"] == 1.0, row["runtime"]
+        assert row["test_accuracy"] == runtimes[0]["test_accuracy"], row["runtime"]
+    assert runtimes[0]["paths"].keys() == {"eager", "tf.function"} and runtimes[3]["custom_ops"] == []
+    assert summary["test_digits"] == 256 and summary["speed"]["onnx"]["images_per_s"] == round(
+        runtimes[2]["images_per_s"], 1)
+
+
+def test_post_load_stops_at_its_request_count_or_its_time_limit():
+    """The serving client against a stub HTTP server: one warm-up, then at most N requests or S seconds."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from benchmarks.inference import post_load
+
+    answered = []
+
+    class Stub(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - the name http.server calls
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            answered.append(len(body["inputs"]))
+            reply = json.dumps({"predictions": [[0.1] * 10] * len(body["inputs"])}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, *args):
+            pass
+
+    with ThreadingHTTPServer(("127.0.0.1", 0), Stub) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}/invocations"
+        row, answer = post_load(url, json.dumps({"inputs": [[[0] * 28] * 28] * 2}).encode(), requests=5, seconds=60)
+        assert row["requests"] == 5 and answered == [2] * 6 and answer == [[0.1] * 10] * 2
+        assert row["requests_per_s"] > 0 and 0 < row["latency_ms_p50"] <= row["latency_ms_p95"]
+        start = time.monotonic()
+        row, _ = post_load(url, json.dumps({"inputs": [[[0] * 28] * 28]}).encode(), requests=10**9, seconds=0.3)
+        assert time.monotonic() - start < 5 and 0 < row["requests"] < 10**9
+        server.shutdown()

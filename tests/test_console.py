@@ -48,3 +48,18 @@ def test_quiet_mutes_the_libraries_and_verbose_leaves_them(monkeypatch):
             warnings.warn_explicit("library chatter", UserWarning, "x.py", 1, module="mlflow.data")
             warnings.warn_explicit("ours", UserWarning, "x.py", 1, module="mnist99.stages")
         assert [str(w.message) for w in caught] == ["ours"]
+
+
+def test_muted_stderr_silences_what_c_code_writes_to_fd_2(capfd, monkeypatch):
+    """C++ libraries (TensorFlow at import, LiteRT's "Created ... XNNPACK delegate") write to file
+    descriptor 2 directly; LiteRT's lines follow TF_CPP_MIN_LOG_LEVEL as TensorFlow's do."""
+    from mnist99.console import library_info_muted, muted_stderr
+
+    with muted_stderr():
+        os.write(2, b"INFO: library chatter\n")
+    with muted_stderr(False):
+        os.write(2, b"kept\n")
+    assert capfd.readouterr().err == "kept\n"
+    for level, muted in (("0", False), ("2", True), ("3", True)):
+        monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", level)
+        assert library_info_muted() is muted

@@ -122,7 +122,7 @@ def test_load_errors_name_the_source(cfg, tmp_path, tiny_members):
         str(tmp_path / "lambda.keras"): "safe mode",
         "models:/no-such-model/latest": "cannot fetch",
         f"runs:/{log_run(cfg, 'train', tiny_members[0])}/model/other.keras": "cannot fetch",
-        str(tmp_path / "model.h5"): "not a .keras file",
+        str(tmp_path / "model.h5"): "not a .keras, .onnx or .tflite file",
     }
     for source, reason in cases.items():
         with pytest.raises(ModelLoadError) as err:

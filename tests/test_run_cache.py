@@ -24,7 +24,7 @@ def runs_by_stage(store: str) -> dict[str, list[str]]:
 
 
 def test_second_run_skips_every_stage_and_force_reruns(smoke_cfg, store, tmp_path, capsys):
-    cfg = with_overrides(smoke_cfg, {"ensemble.size": 1, "export.saved_model": False,
+    cfg = with_overrides(smoke_cfg, {"ensemble.size": 1, "export.formats": ["keras"],
                                      "export.dir": str(tmp_path / "exports"), "tracking.system_metrics": False})
     start = time.perf_counter()
     first = run.run(cfg, Namespace(force=False))

@@ -1,7 +1,8 @@
 """Stage ``evaluate``: the evaluation pack for an exported model or a finished train/ensemble run.
 
-Reads: the test split and a model: ``--model SOURCE`` (a ``.keras`` path, ``runs:/...`` or
-``models:/mnist99-ensemble/<version|latest>``) or ``--run-id RUN`` (that run's ``model/model.keras``).
+Reads: the test split and a model: ``--model SOURCE`` (a ``.keras``, ``.onnx`` or ``.tflite`` path, run by
+Keras, ONNX Runtime or LiteRT; ``runs:/...`` or ``models:/mnist99-ensemble/<version|latest>``) or
+``--run-id RUN`` (that run's ``model/model.keras``).
 Writes, into the evaluated run (``--run-id``) or a new run ``evaluate-<name>`` (``--model``):
 metrics eval_test_accuracy, eval_test_nll, eval_ece, eval_test_f1_macro, eval_f1_class_<d>
 (and eval_member_<i>_test_accuracy/_nll for an ensemble); artifacts under evaluation/:
@@ -30,7 +31,8 @@ ARTIFACT_DIR = "evaluation"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--model", metavar="SOURCE",
-                       help="a .keras file, runs:/RUN/PATH or models:/NAME/<version|latest>; logs to a new run")
+                       help="a .keras, .onnx or .tflite file, runs:/RUN/PATH or models:/NAME/<version|latest>; "
+                            "logs to a new run")
     which.add_argument("--run-id", metavar="RUN",
                        help=f"a finished train or ensemble run: evaluates its {RUN_MODEL_ARTIFACT} and logs into it")
 
@@ -96,10 +98,11 @@ def evaluate_model(cfg: Config, model, splits: Splits, member_models: list | Non
 
 
 def source_name(source: str) -> str:
-    """A run-name-friendly name for a model source: the file's stem, or the URI's path joined with '-'."""
+    """A run-name-friendly name for a model source: the file's name (``.keras`` left out), or the URI's path
+    joined with '-'."""
     if ":/" in source:
         return source.split(":/", 1)[1].strip("/").replace("/", "-")
-    return Path(source).stem
+    return Path(source).name.removesuffix(".keras")
 
 
 def run(cfg: Config, args: argparse.Namespace) -> dict:
@@ -119,8 +122,11 @@ def run(cfg: Config, args: argparse.Namespace) -> dict:
     else:
         from mnist99.delivery.loading import load_ensemble
 
-        model = as_ensemble(load_ensemble(args.model))
-    members = members_of(model)
+        model = load_ensemble(args.model)  # a keras.Model, or an ONNX/LiteRT file behind the same predict
+    runtime = getattr(model, "runtime", "keras")
+    if runtime == "keras":
+        model = as_ensemble(model)
+    members = members_of(model) if runtime == "keras" else []
     splits = make_splits(cfg.data, cfg.seed)
     if args.run_id:
         # Resuming sets the given tags on the run: keep its own stage name, mark it evaluated.
@@ -130,7 +136,7 @@ def run(cfg: Config, args: argparse.Namespace) -> dict:
                                     run_id=args.run_id)
     else:
         opened = tracking.stage_run(cfg, "evaluate", f"evaluate-{source_name(args.model)}",
-                                    tags={"mnist99.model_source": args.model})
+                                    tags={"mnist99.model_source": args.model, "mnist99.runtime": runtime})
     with opened as active:
         if not args.run_id:
             tracking.log_config(cfg)

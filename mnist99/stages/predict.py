@@ -1,6 +1,7 @@
 """Stage ``predict``: classify image files (PNG, JPEG, ... any size) with an exported model.
 
-Reads: ``--model SOURCE`` (a ``.keras`` path, ``runs:/...`` or ``models:/mnist99-ensemble/<version|latest>``;
+Reads: ``--model SOURCE`` (a ``.keras``, ``.onnx`` or ``.tflite`` path, ``runs:/...`` or
+``models:/mnist99-ensemble/<version|latest>``;
 default ``<export.dir>/<export.registered_name>.keras``) and FILE... Writes: one JSON line per
 file on stdout: {"file", "digit", "confidence", "top3": [[digit, probability], ...]}.
 Every file is read and preprocessed before the model is loaded: one bad file stops the command
@@ -22,7 +23,7 @@ TOP_K = 3
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", metavar="SOURCE", default=None,
-                        help="a .keras file, runs:/RUN/PATH or models:/NAME/<version|latest> "
+                        help="a .keras, .onnx or .tflite file, runs:/RUN/PATH or models:/NAME/<version|latest> "
                              "(default: <export.dir>/<export.registered_name>.keras)")
     parser.add_argument("files", nargs="+", metavar="FILE", help="image files; each becomes an MNIST-style digit")
 

@@ -54,8 +54,7 @@ def from_ensemble_run(found) -> tuple[dict, dict]:
 
 def export_files_exist(found) -> bool:
     """Whether the files an export run wrote are still there (a user may have deleted them); says when not."""
-    files = [found.data.tags["mnist99.keras_file"], found.data.tags["mnist99.saved_model"]]
-    missing = [f for f in files if f and not Path(f).exists()]
+    missing = [f for f in exported_files(found).values() if not Path(f).exists()]
     if missing:
         print(f"run: export rerun: the files of run {found.info.run_id} are gone ({', '.join(missing)})")
     return not missing
@@ -65,10 +64,17 @@ def from_export_run(found) -> dict:
     """What ``export.export_run`` returned, read back from its run."""
     tags = found.data.tags
     name, version = tags["mnist99.registered_model"].rsplit("/", 1)
+    files = exported_files(found)
     return {"run_id": found.info.run_id, "source_run_id": tags["mnist99.source_run_id"],
             "member_run_ids": tags["mnist99.member_run_ids"].split(","), "registered_name": name,
-            "version": version, "model_uri": f"models:/{name}/{version}", "keras_file": tags["mnist99.keras_file"],
-            "saved_model": tags["mnist99.saved_model"] or None}
+            "version": version, "model_uri": f"models:/{name}/{version}", "files": files,
+            "keras_file": files.get("keras"), "saved_model": files.get("saved_model")}
+
+
+def exported_files(found) -> dict[str, str]:
+    """Format -> path of each file an export run wrote (its ``mnist99.file.<format>`` tags)."""
+    return {tag.removeprefix(export.FILE_TAG): path for tag, path in found.data.tags.items()
+            if tag.startswith(export.FILE_TAG)}
 
 
 def evaluate_in_run(cfg: Config, out: dict, splits) -> dict:
@@ -92,7 +98,7 @@ def summary(ens: dict, evaluation: dict, exported: dict, seconds: float, cfg: Co
               f"wall time    {seconds / 60:.1f} min",
               f"registered   {exported['model_uri']}  -> mnist99.load_ensemble({exported['serve_uri']!r})",
               f"alias        {exported['promotion']}",
-              f"files        {exported['keras_file']}  {exported['saved_model'] or ''}",
+              f"files        {'  '.join(exported['files'].values())}",
               f"ensemble run {ens['run_id']}",
               f"MLflow UI    {tracking.ui_command(cfg)}"]
     return "\n".join(lines)
@@ -134,9 +140,7 @@ def run(cfg: Config, args: argparse.Namespace | None = None) -> dict:
         exported.update(export.promote(exported["registered_name"], exported["version"], export.promote_choice(args)))
     else:
         exported = export.export_run(cfg, ens["run_id"], export.promote_choice(args))
-        files = {"mnist99.keras_file": exported["keras_file"], "mnist99.saved_model": exported["saved_model"]}
-        tracking.update_run(exported["run_id"], tags={tracking.CACHE_KEY_TAG: key, **{
-            tag: str(Path(path).resolve()) if path else "" for tag, path in files.items()}})
+        tracking.update_run(exported["run_id"], tags={tracking.CACHE_KEY_TAG: key})
     seconds = time.perf_counter() - start
     print(summary(ens, evaluation, exported, seconds, cfg))
     ens.pop("model", None)

@@ -4,7 +4,7 @@
 ``models`` (MLflow models and the registry), ``aliases`` (the registry's champion/challenger aliases),
 ``keys`` (cache keys and provenance digests), ``resume`` (a killed job's checkpoint folder and run),
 ``callbacks`` (per-epoch logging) and ``server``
-(``mlflow server`` for the UI). Callers use ``from mnist99 import tracking``; the names
+(``mlflow server`` for the UI, ``mlflow models serve``). Callers use ``from mnist99 import tracking``; the names
 below load on first use (PEP 562), so a stage module, and ``mnist99 --help``, imports neither MLflow nor Keras.
 """
 from mnist99 import lazy_attributes
@@ -20,18 +20,18 @@ _HOME = {
         'CACHE_KEY_TAG', 'CODE_DIGEST_TAG', 'cache_key', 'code_digest', 'git_commit'
     ], 'keys'),
     **dict.fromkeys([
-        'keras_signature', 'log_registered_model'
+        'keras_signature', 'log_registered_model', 'save_model'
     ], 'models'),
     **dict.fromkeys([
         'cached_run', 'child_runs', 'download', 'finished_run', 'last_step', 'latest_finished_run',
         'matching_train_runs', 'metric_history', 'run_params', 'split_digest', 'unfinished_run', 'validated_on'
     ], 'queries'),
     **dict.fromkeys([
-        'base_tags', 'log_config', 'log_dataset', 'log_dict', 'log_figure', 'log_metrics', 'log_model_file',
-        'log_params', 'log_summary', 'log_text', 'set_tag', 'set_tags', 'stage_run', 'update_run'
+        'base_tags', 'log_artifact', 'log_config', 'log_dataset', 'log_dict', 'log_figure', 'log_metrics',
+        'log_model_file', 'log_params', 'log_summary', 'log_text', 'set_tag', 'set_tags', 'stage_run', 'update_run'
     ], 'runs'),
     **dict.fromkeys([
-        'free_port', 'server_argv', 'serving'
+        'free_port', 'model_serving', 'server_argv', 'serving'
     ], 'server'),
     **dict.fromkeys([
         'DEFAULT_STORE', 'EXPERIMENT_DESCRIPTION', 'EXPERIMENT_KIND', 'check_store', 'current_uri', 'setup',

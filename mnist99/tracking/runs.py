@@ -103,6 +103,11 @@ def log_model_file(model: keras.Model, artifact_path: str = "model") -> None:
         mlflow.log_artifact(str(path), artifact_path)
 
 
+def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
+    """A local file (e.g. an exported ``.onnx``) as an artifact of the active run, under ``artifact_path``."""
+    mlflow.log_artifact(str(path), artifact_path)
+
+
 def log_summary(model: keras.Model) -> None:
     lines: list[str] = []
     model.summary(print_fn=lambda line, *a, **k: lines.append(line))

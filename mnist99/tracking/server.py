@@ -1,5 +1,6 @@
-"""``mlflow server`` as a child process: started on the stages' store, bound to 127.0.0.1 by default,
-answering before it is used, stopped in order (the ``ui`` stage, the UI screenshots, the tests)."""
+"""``mlflow server`` and ``mlflow models serve`` as child processes: started on the stages' store, bound to
+127.0.0.1 by default, answering before they are used, stopped in order (the ``ui`` stage, the UI
+screenshots, the inference benchmark, the tests)."""
 from __future__ import annotations
 
 import contextlib
@@ -89,9 +90,34 @@ def stop(process: subprocess.Popen, timeout: float = STOP_SECONDS) -> None:
 def serving(cfg: Config, host: str = "127.0.0.1", port: int = 5000, **popen) -> Iterator[Server]:
     """``mlflow server`` on ``cfg``'s store, answering; stopped on exit (``popen``: e.g. ``stdout=``)."""
     require_store(tracking_uri(cfg))
+    with answering(server_argv(cfg, host, port), host, port, **popen) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def model_serving(cfg: Config, model_uri: str, host: str = "127.0.0.1", port: int | None = None,
+                  **popen) -> Iterator[Server]:
+    """``mlflow models serve`` of ``model_uri`` (``models:/`` and ``runs:/`` against ``cfg``'s store, or a
+    local MLflow model folder) in this environment, answering ``POST /invocations``; stopped on exit.
+
+    MLflow starts uvicorn through ``bash -c``: this interpreter's ``bin/`` goes first on PATH so that
+    the one beside this MLflow is found (else the server exits with 127).
+    """
+    port = port or free_port(host)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri(cfg),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    argv = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
+            "-h", host, "-p", str(port)]
+    with answering(argv, host, port, env=env, **popen) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def answering(argv: list[str], host: str, port: int, **popen) -> Iterator[Server]:
+    """The server ``argv`` starts on ``host:port``, once it answers ``/health``; stopped on exit."""
     check_port_free(host, port)
     # A session of its own, so a terminal's Ctrl-C reaches only us and we stop the server in order.
-    process = subprocess.Popen(server_argv(cfg, host, port), start_new_session=True, **popen)
+    process = subprocess.Popen(argv, start_new_session=True, **popen)
     try:
         server = Server(f"http://{host}:{port}", process)
         wait_until_up(server.url, process)
