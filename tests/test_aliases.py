@@ -20,7 +20,7 @@ def cfg(tmp_path, store):
     from mnist99 import tracking
     from mnist99.config import load_config
 
-    cfg = load_config([SMOKE], [f"export.dir={tmp_path / 'exports'}", "export.saved_model=false"])
+    cfg = load_config([SMOKE], [f"export.dir={tmp_path / 'exports'}", "export.formats=[keras]"])
     tracking.setup(cfg)
     return cfg
 

@@ -85,7 +85,10 @@ def shift_averaged(member: keras.Model, shifts: Sequence[Sequence[int]]) -> kera
 
 
 def as_ensemble(model: keras.Model) -> keras.Model:
-    """``model`` if it already takes uint8 (N, 28, 28) digits (an ensemble); else a member wrapped by ``combine``."""
+    """``model`` if it already takes uint8 (N, 28, 28) digits (an ensemble, or an ONNX/LiteRT file's
+    runtime from ``load_ensemble``); else a member wrapped by ``combine``."""
+    if not isinstance(model, keras.Model):
+        return model
     digits = model.inputs[0]
     if digits.dtype == "uint8" and tuple(digits.shape[1:]) == IMAGE_SHAPE:
         return model
