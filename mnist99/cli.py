@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+import time
 import warnings
 from collections.abc import Iterator
 
@@ -33,6 +34,28 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="also show the libraries' logs and warnings (MLflow, TensorFlow, Keras)")
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+
+
+class _SetsKey(argparse.Action):
+    """``--flag VALUE`` as ``--set KEY=VALUE``: appended to the same overrides, so the later of the two wins."""
+
+    def __init__(self, option_strings, dest, key: str, **kwargs) -> None:
+        super().__init__(option_strings, "overrides", default=argparse.SUPPRESS, **kwargs)
+        self.key = key
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        namespace.overrides = [*namespace.overrides, f"{self.key}={values}"]
+
+
+def add_shorthand(parser: argparse.ArgumentParser, flag: str, key: str, metavar: str, help: str) -> None:
+    """Add ``flag VALUE``, a shorthand for ``--set key=VALUE`` (a stage's ``add_arguments`` calls it)."""
+    parser.add_argument(flag, action=_SetsKey, key=key, metavar=metavar, help=f"{help} (= --set {key}={metavar})")
+
+
+def add_budget(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--budget 10m``, the shorthand for ``--set train.budget=10m`` of the stages that train."""
+    add_shorthand(parser, "--budget", "train.budget", "DURATION",
+                  f"time budget for {what}, e.g. 90s, 10m, 1h30m: sets the epochs to end within it")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,8 +149,14 @@ def sigterm_interrupts() -> Iterator[None]:
 
 
 def main(argv: list[str] | None = None, stage: str | None = None) -> int:
-    """Entry point; ``stage`` fixes the sub-command (for ``pipelines/<stage>.py``)."""
+    """Entry point; ``stage`` fixes the sub-command (for ``pipelines/<stage>.py``).
+
+    ``args.started`` is when the command started: a time budget (``--budget``) counts from there, so
+    TensorFlow's import is inside it.
+    """
+    started = time.time()
     args = build_parser().parse_args(([stage] if stage else []) + list(sys.argv[1:] if argv is None else argv))
+    args.started = started
     quiet_libraries(args.verbose)
     try:
         if args.stage == "config":

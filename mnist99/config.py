@@ -21,9 +21,10 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
+from mnist99.durations import parse_duration
 from mnist99.errors import ConfigError, first_line
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # shipped in the wheel; ./configs links here in a checkout
@@ -74,6 +75,10 @@ def _formats_usable(names: list[str]) -> list[str]:
 
 # Keys the schema refuses that configs written for other mnist99 versions may hold, and what to write instead.
 REPLACED_KEYS = {"export.saved_model": "export.formats, a list such as [keras, saved_model]"}
+
+
+# "10m", "90s", "1h30m" or a number of seconds, validated into seconds; None: no budget.
+OptionalDuration = Annotated[float | None, BeforeValidator(lambda v: None if v is None else parse_duration(v))]
 
 
 class Section(BaseModel):
@@ -209,8 +214,20 @@ class EarlyStoppingConfig(Section):
     min_delta: float = Field(ge=0)
 
 
+class BudgetOverheadConfig(Section):
+    """Seconds a budgeted job spends outside training steps and forward passes (which it measures)."""
+
+    epoch: float = Field(ge=0)  # per epoch: its backup, its MLflow metrics
+    member: float = Field(ge=0)  # per member: saving and logging the model, its learning curves
+    job: float = Field(ge=0)  # after the members: combining, the evaluation pack's figures, the export
+
+
 class TrainConfig(Section):
     epochs: int = Field(ge=1, le=1000)
+    # A time budget for the job, in seconds: it sets the epochs of each member (mnist99.training.budget)
+    budget: OptionalDuration
+    budget_max_epochs: int = Field(ge=1, le=1000)  # the most epochs a budget gives one member
+    budget_overhead: BudgetOverheadConfig
     batch_size: int = Field(ge=1, le=65536)
     label_smoothing: float = Field(ge=0, lt=1)
     optimizer: OptimizerConfig

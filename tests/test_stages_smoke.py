@@ -1,4 +1,5 @@
 """Integration: the real stages at smoke size on the real MNIST, checked through the MLflow store."""
+import re
 import subprocess
 import sys
 
@@ -10,12 +11,14 @@ from tests.conftest import ROOT, SMOKE
 pytestmark = pytest.mark.integration
 
 
-def test_prepare_then_train_log_everything(smoke_cfg, store):
+def test_prepare_then_train_log_everything(smoke_cfg, store, capsys):
     from mnist99.stages import prepare, train
 
     prep = prepare.run(smoke_cfg)
     assert prep["train"] == 512 and prep["val"] == 200 and prep["test"] == 256
     out = train.run(smoke_cfg)
+    # no budget: the first steps say when it will end
+    assert re.search(r"^train: ~\d+\.\d min, expected finish \d\d:\d\d$", capsys.readouterr().out, re.MULTILINE)
     client = mlflow.MlflowClient(store)
     run = client.get_run(out["run_id"])
     assert run.info.status == "FINISHED"

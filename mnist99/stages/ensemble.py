@@ -8,6 +8,9 @@ Writes: one nested train run per trained member, and a parent run with ``test_ac
 ``val_accuracy`` (the ensemble's), ``member_<i>_{test,val}_accuracy``, ``best_member_test_accuracy``,
 ``ensemble_gain``, ``disagreement``, the tag ``mnist99.member_run_ids`` and the combined model as
 ``model/model.keras`` (uint8 digits in, probabilities out).
+With ``--budget`` (the whole job, evaluation and export as ``run`` does them included): each member's
+epochs, planned once and kept on the parent run (``budget.*`` params, tag ``mnist99.budget_plan``)
+so a rerun trains and reuses the same members; ``budget_used`` at the end.
 """
 from __future__ import annotations
 
@@ -16,32 +19,61 @@ import time
 from contextlib import AbstractContextManager
 
 from mnist99 import tracking
-from mnist99.config import Config
+from mnist99.config import Config, MemberConfig
 from mnist99.data import Splits, make_splits
 from mnist99.reports.metrics import accuracy
+from mnist99.training.budget import Plan
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from mnist99.cli import add_budget
+
     parser.add_argument("--force", action="store_true",
-                        help="retrain every member, even those with a FINISHED train run of the same config")
+                        help="retrain every member, even those with a FINISHED train run of the same config "
+                             "(and with --budget, time and plan again)")
+    add_budget(parser, "the whole job: members, evaluation and export")
 
 
 def run_name(cfg: Config) -> str:
     return f"ensemble-{cfg.ensemble.size}x-{cfg.model.name}"
 
 
-def fit_members(cfg: Config, splits: Splits, force: bool = False) -> tuple[list, list[str]]:
+def plan_budget(cfg: Config, splits: Splits, started: float, force: bool = False) -> tuple[Config, tuple[Plan, str] | None]:
+    """``cfg`` with the epochs ``train.budget`` buys each member to train (``ensemble.members`` overrides,
+    no budget left), and the plan with its key (None without a budget); see :func:`mnist99.stages.train.plan_budget`."""
+    from mnist99.delivery.ensemble import member_plan
+    from mnist99.stages.train import plan_budget as plan_job
+
+    members = member_plan(cfg)
+    budgeted = plan_job(cfg, [m for m, run_id in members if run_id is None], splits, started,
+                        ensemble_size=len(members), force=force)
+    if budgeted is None:
+        return cfg, None
+    epochs = iter(budgeted[0].epochs)
+    planned = cfg.model_copy(deep=True)
+    planned.train.budget = None
+    planned.ensemble.members = [
+        spec if spec.run_id else MemberConfig(seed=spec.seed, overrides={**spec.overrides, "train.epochs": next(epochs)})
+        for spec in cfg.ensemble.members or [MemberConfig() for _ in members]]
+    return planned, budgeted
+
+
+def fit_members(cfg: Config, splits: Splits, force: bool = False, budgeted: bool = False) -> tuple[list, list[str]]:
     """Train (each in a nested run) or reuse every member; returns the models and their run ids.
 
     Reused: the run ids the config names, and (unless ``force``) FINISHED train runs of the same
-    member key, e.g. the members an interrupted ensemble had already finished.
+    member key, e.g. the members an interrupted ensemble had already finished. ``budgeted``: the
+    epochs are a budget's, so say when early stopping ends a member sooner; else the first member
+    trained says when the job will end.
     """
     from mnist99.delivery.ensemble import member_plan
     from mnist99.delivery.loading import load_run_model
-    from mnist99.stages.train import train_in_run
+    from mnist99.stages.train import finish_timer, train_in_run
+    from mnist99.training.budget import early_stop_note
 
     models, run_ids = [], []
     plan = member_plan(cfg)
+    timed = budgeted
     for i, (member_cfg, run_id) in enumerate(plan, start=1):
         found = None if force or run_id else tracking.cached_run("train", tracking.cache_key("train", member_cfg, splits.digest))
         if found is not None:
@@ -51,7 +83,13 @@ def fit_members(cfg: Config, splits: Splits, force: bool = False) -> tuple[list,
             print(f"ensemble: member {i}/{len(plan)}: training {member_cfg.model.name}, seed {member_cfg.seed}, "
                   f"{member_cfg.train.epochs} epoch(s) of {len(splits.y_train):,} images", flush=True)
             name = f"member-{i}-{member_cfg.model.name}-s{member_cfg.seed}"
-            out = train_in_run(member_cfg, splits, nested=True, name=name)
+            timer = [] if timed else [finish_timer(member_cfg, splits, f"ensemble: member {i}/{len(plan)}",
+                                                   members_after=len(plan) - i, ensemble_size=len(plan))]
+            timed = True
+            out = train_in_run(member_cfg, splits, nested=True, name=name, callbacks=timer)
+            note = early_stop_note(out["epochs_run"], member_cfg.train.epochs) if budgeted else None
+            if note:
+                print(f"ensemble: member {i}/{len(plan)}: {note}")
             models.append(out["model"])
             run_ids.append(out["run_id"])
         else:
@@ -66,9 +104,10 @@ def parent_run(cfg: Config) -> AbstractContextManager:
     return tracking.stage_run(cfg, "ensemble", run_name(cfg), tags=tags)
 
 
-def build_in_run(cfg: Config, splits: Splits, force: bool = False) -> dict:
+def build_in_run(cfg: Config, splits: Splits, force: bool = False, budgeted: tuple[Plan, str] | None = None) -> dict:
     """Inside the active parent run: fit the members, combine them, score and log everything.
 
+    ``budgeted``: the plan and key that ``cfg``'s epochs come from, recorded first on the parent run.
     Returns the metrics, ``member_run_ids``, ``weights``, ``seconds``, the combined ``model`` and the
     ``members`` (Keras models).
     """
@@ -77,7 +116,9 @@ def build_in_run(cfg: Config, splits: Splits, force: bool = False) -> dict:
     start = time.perf_counter()
     tracking.log_config(cfg)
     tracking.log_dataset(splits)
-    models, run_ids = fit_members(cfg, splits, force)
+    if budgeted is not None:
+        tracking.record_plan(budgeted[1], budgeted[0].to_dict(), budgeted[0].params())
+    models, run_ids = fit_members(cfg, splits, force, budgeted=budgeted is not None)
     models = [shift_averaged(m, cfg.ensemble.tta_shifts) for m in models]  # scored as they are exported
     probs = {"val": predict_members(models, splits.x_val), "test": predict_members(models, splits.x_test)}
     labels = {"val": splits.y_val, "test": splits.y_test}
@@ -106,13 +147,22 @@ def format_table(out: dict) -> str:
 
 
 def run(cfg: Config, args: argparse.Namespace | None = None) -> dict:
-    """Train and combine the ensemble; returns its metrics, run id and member run ids (no models)."""
+    """Train and combine the ensemble, in ``train.budget`` if set; returns its metrics, run id and member
+    run ids (no models)."""
+    from mnist99.stages.train import report_budget
+
+    started = getattr(args, "started", None) or time.time()
+    force = bool(getattr(args, "force", False))
     tracking.setup(cfg)
     splits = make_splits(cfg.data, cfg.seed)
+    cfg, budgeted = plan_budget(cfg, splits, started, force)
     with parent_run(cfg) as active:
-        out = build_in_run(cfg, splits, force=bool(getattr(args, "force", False)))
+        out = build_in_run(cfg, splits, force, budgeted)
     out["run_id"] = active.info.run_id
-    print(f"{format_table(out)}\nMLflow UI: {tracking.ui_command(cfg)}")
+    print(format_table(out))
+    if budgeted is not None:
+        report_budget("ensemble", budgeted[0], started, out["run_id"])
+    print(f"MLflow UI: {tracking.ui_command(cfg)}")
     out.pop("model")
     out.pop("members")
     return out

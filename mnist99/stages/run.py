@@ -26,8 +26,12 @@ from mnist99.stages import ensemble, export, prepare
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from mnist99.cli import add_budget
+
     parser.add_argument("--force", action="store_true",
-                        help="rerun every stage, even those with a FINISHED run of the same cache key")
+                        help="rerun every stage, even those with a FINISHED run of the same cache key "
+                             "(and with --budget, time and plan again)")
+    add_budget(parser, "the whole job: members, evaluation and export")
     export.add_promote_arguments(parser)
 
 
@@ -111,9 +115,11 @@ def run(cfg: Config, args: argparse.Namespace | None = None) -> dict:
     path fails before any run is opened.
     """
     from mnist99.delivery.ensemble import member_plan
+    from mnist99.stages.train import report_budget
 
     force = bool(getattr(args, "force", False))
     start = time.perf_counter()
+    started = getattr(args, "started", None) or time.time()
     member_plan(cfg)
     splits = make_splits(cfg.data, cfg.seed)
     tracking.setup(cfg)
@@ -121,14 +127,16 @@ def run(cfg: Config, args: argparse.Namespace | None = None) -> dict:
     if reusable("prepare", key, force) is None:
         tracking.update_run(prepare.run(cfg)["run_id"], tags={tracking.CACHE_KEY_TAG: key})
 
+    cfg, budgeted = ensemble.plan_budget(cfg, splits, started, force)  # the planned epochs are in the key
     key = tracking.cache_key("ensemble", cfg, splits.digest)
     found = reusable("ensemble", key, force)
-    if found is not None:
+    built = found is None
+    if not built:
         ens, evaluation = from_ensemble_run(found)
     else:
         with ensemble.parent_run(cfg) as active:
             tracking.set_tag(tracking.CACHE_KEY_TAG, key)
-            ens = ensemble.build_in_run(cfg, splits, force)
+            ens = ensemble.build_in_run(cfg, splits, force, budgeted)
             evaluation = evaluate_in_run(cfg, ens, splits)
         ens["run_id"] = active.info.run_id
     print(ensemble.format_table(ens))
@@ -143,6 +151,8 @@ def run(cfg: Config, args: argparse.Namespace | None = None) -> dict:
         tracking.update_run(exported["run_id"], tags={tracking.CACHE_KEY_TAG: key})
     seconds = time.perf_counter() - start
     print(summary(ens, evaluation, exported, seconds, cfg))
+    if budgeted is not None and built:
+        report_budget("run", budgeted[0], started, ens["run_id"])
     ens.pop("model", None)
     ens.pop("members", None)
     return {**ens, **evaluation, "export": exported, "seconds": seconds}

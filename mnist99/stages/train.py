@@ -2,22 +2,100 @@
 
 Reads: MNIST (see ``prepare``). Writes: an MLflow run with params (dotted config keys), per-epoch
 metrics, ``test_accuracy`` & co., ``config.yaml``, ``model/model.keras`` and ``learning_curves.png``.
+With ``--budget``: first a few timed steps, then the epochs that end within it, the plan on the run
+(``budget.*`` params, tag ``mnist99.budget_plan``) and ``budget_used``.
 """
 from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Sequence
 
 from mnist99 import tracking
 from mnist99.config import Config
 from mnist99.data import Splits, make_splits
 from mnist99.reports import plots
 from mnist99.tracking import resume
+from mnist99.training import budget
+from mnist99.training.budget import Clock, Plan
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from mnist99.cli import add_budget
+
+    add_budget(parser, "this model")
 
 
 def run_name(cfg: Config) -> str:
     return f"train-{cfg.model.name}-{cfg.train.optimizer.name}-s{cfg.seed}"
 
 
-def train_in_run(cfg: Config, splits: Splits, nested: bool = False, name: str | None = None) -> dict:
-    """Train one model inside its own (possibly nested) MLflow run; returns metrics, run id and model."""
+def plan_budget(cfg: Config, to_train: Sequence[Config], splits: Splits, started: float, ensemble_size: int = 0,
+                force: bool = False, clock: Clock = time.time) -> tuple[Plan, str] | None:
+    """The plan for ``cfg.train.budget`` and its key (None without a budget or a member to train); says it in one line.
+
+    The plan recorded under the key of the job as asked (an earlier attempt of the same command) is
+    reused unless ``force``; else each config of ``to_train`` is timed (:mod:`mnist99.training.probe`)
+    and the epochs planned. ``ensemble_size``: the job ends with an ensemble of that many members,
+    evaluated and exported; 0: one model.
+    """
+    if cfg.train.budget is None or not to_train:
+        return None
+    stage, noun = ("ensemble", "member") if ensemble_size else ("train", "model")
+    key = tracking.cache_key(stage, cfg, splits.digest)
+    found = None if force else tracking.recorded_plan(key)
+    if found is not None:
+        plan = Plan.from_dict(found[1])
+        print(f"{stage}: {budget.reused_line(plan, found[0], noun)}", flush=True)
+        return plan, key
+    from mnist99.training.probe import measure_speeds
+
+    speeds = measure_speeds(to_train, splits, clock)
+    n = splits.counts()
+    costs = [budget.member_cost(speed, member.train, n["train"], n["val"], n["test"]) for speed, member in zip(speeds, to_train)]
+    image_seconds = sum(s.image_seconds for s in speeds) / len(speeds)  # also for members reused, not timed
+    after = budget.after_members_seconds([image_seconds] * ensemble_size, n["val"], n["test"], cfg.train.budget_overhead.job)
+    plan = budget.plan_epochs(cfg.train.budget, costs, after, cfg.train.budget_max_epochs, started, clock)
+    print(f"{stage}: {budget.plan_line(plan, started, noun)}", flush=True)
+    return plan, key
+
+
+def finish_timer(cfg: Config, splits: Splits, label: str, members_after: int = 0, ensemble_size: int = 0,
+                 clock: Clock = time.time):
+    """A callback for a job without a budget: once the member's first steps are timed it prints how long
+    the member takes and when the job will end (``label`` names the member; see :func:`plan_budget`
+    for ``ensemble_size``)."""
+    from mnist99.training.callbacks import StepClock
+
+    started = clock()
+
+    def report(timer: StepClock) -> None:
+        speed = budget.Speed.from_steps(timer.step_seconds, timer.warm_at - started - timer.skipped * timer.step_seconds,
+                                        cfg.train.batch_size)
+        n = splits.counts()
+        cost = budget.member_cost(speed, cfg.train, n["train"], n["val"], n["test"])
+        after = budget.after_members_seconds([speed.image_seconds] * ensemble_size, n["val"], n["test"],
+                                             cfg.train.budget_overhead.job)
+        epochs = cfg.train.epochs - timer.first_epoch
+        finish = budget.finish_estimate(cost, epochs, started, members_after, after)
+        print(budget.finish_line(label, cost, epochs, finish), flush=True)
+
+    return StepClock(clock=clock, on_timed=report)
+
+
+def with_epochs(cfg: Config, epochs: int) -> Config:
+    """``cfg`` as its budget planned it: ``epochs`` epochs and no budget, so its keys name the model it trains."""
+    planned = cfg.model_copy(deep=True)
+    planned.train.budget, planned.train.epochs = None, epochs
+    return planned
+
+
+def train_in_run(cfg: Config, splits: Splits, nested: bool = False, name: str | None = None,
+                 callbacks: Sequence = (), budgeted: tuple[Plan, str] | None = None) -> dict:
+    """Train one model inside its own (possibly nested) MLflow run; returns metrics, run id and model.
+
+    ``callbacks``: more Keras callbacks for the fit. ``budgeted``: the plan and key to record on a new run.
+    """
     from mnist99.training import diagnostics
     from mnist99.training.fit import train_model
 
@@ -33,11 +111,14 @@ def train_in_run(cfg: Config, splits: Splits, nested: bool = False, name: str | 
         else:
             tracking.log_config(cfg)
             tracking.log_dataset(splits)
-        callbacks = [tracking.MlflowEpochLogger(logged_until=tracking.last_step(active.info.run_id) if resumed else 0)]
+            if budgeted is not None:
+                tracking.record_plan(budgeted[1], budgeted[0].to_dict(), budgeted[0].params())
+        logger = tracking.MlflowEpochLogger(logged_until=tracking.last_step(active.info.run_id) if resumed else 0)
+        extra = [logger, *callbacks]
         if cfg.diagnostics.enabled:
-            callbacks.append(diagnostics.for_validation(cfg.diagnostics, splits,
-                                                        log_fn=tracking.log_metrics, tag_fn=tracking.set_tag))
-        result = train_model(cfg, splits, callbacks=callbacks, backup_dir=ckpt / "backup")
+            extra.append(diagnostics.for_validation(cfg.diagnostics, splits,
+                                                    log_fn=tracking.log_metrics, tag_fn=tracking.set_tag))
+        result = train_model(cfg, splits, callbacks=extra, backup_dir=ckpt / "backup")
         if resumed:
             tracking.set_tag("mnist99.resumed_at_epoch", str(result.metrics["first_epoch"]))
         tracking.set_tag("mnist99.data_on_device", str(result.data_on_device).lower())  # what `auto` chose
@@ -56,19 +137,37 @@ def train_in_run(cfg: Config, splits: Splits, nested: bool = False, name: str | 
     return {**result.metrics, "run_id": active.info.run_id, "model": result.model}
 
 
-def run(cfg: Config) -> dict:
-    """Train the configured model; returns its metrics (``test_accuracy``, ``seconds_to_val_99``, ...) and run id."""
+def run(cfg: Config, args: argparse.Namespace | None = None) -> dict:
+    """Train the configured model, in ``train.budget`` if set; returns its metrics (``test_accuracy``,
+    ``seconds_to_val_99``, ...) and run id."""
+    started = getattr(args, "started", None) or time.time()
     tracking.setup(cfg)
     splits = make_splits(cfg.data, cfg.seed)
+    budgeted = plan_budget(cfg, [cfg], splits, started)
+    if budgeted is not None:
+        cfg = with_epochs(cfg, budgeted[0].epochs[0])
     print(f"train: {cfg.model.name}, seed {cfg.seed}, {cfg.train.epochs} epoch(s) of {len(splits.y_train):,} images",
           flush=True)
-    out = train_in_run(cfg, splits)
+    timer = [] if budgeted else [finish_timer(cfg, splits, "train")]
+    out = train_in_run(cfg, splits, callbacks=timer, budgeted=budgeted)
     out.pop("model")
     to99 = out["seconds_to_val_99"]
     print(
         f"train: test_accuracy={out['test_accuracy']:.4f} val_accuracy={out['val_accuracy']:.4f} "
         f"epochs={out['epochs_run']} (best {out['best_epoch']}) train_seconds={out['train_seconds']:.0f} "
-        f"seconds_to_val_99={'never' if to99 is None else f'{to99:.0f}'}\n"
-        f"run id: {out['run_id']}\nMLflow UI: {tracking.ui_command(cfg)}"
+        f"seconds_to_val_99={'never' if to99 is None else f'{to99:.0f}'}"
     )
+    if budgeted is not None:
+        note = budget.early_stop_note(out["epochs_run"], cfg.train.epochs)
+        if note:
+            print(f"train: {note}")
+        report_budget("train", budgeted[0], started, out["run_id"])
+    print(f"run id: {out['run_id']}\nMLflow UI: {tracking.ui_command(cfg)}")
     return out
+
+
+def report_budget(stage: str, plan: Plan, started: float, run_id: str, clock: Clock = time.time) -> None:
+    """After a budgeted job: the share of the budget it used, said and logged as ``budget_used`` on ``run_id``."""
+    seconds = clock() - started
+    tracking.update_run(run_id, metrics={"budget_used": seconds / plan.budget})
+    print(f"{stage}: {budget.used_line(plan.budget, seconds)}", flush=True)

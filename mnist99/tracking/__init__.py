@@ -3,9 +3,10 @@
 ``store`` (where runs live), ``runs`` (stage runs and what they log), ``queries`` (reading runs back),
 ``models`` (MLflow models and the registry), ``aliases`` (the registry's champion/challenger aliases),
 ``keys`` (cache keys and provenance digests), ``resume`` (a killed job's checkpoint folder and run),
-``callbacks`` (per-epoch logging) and ``server``
-(``mlflow server`` for the UI, ``mlflow models serve``). Callers use ``from mnist99 import tracking``; the names
-below load on first use (PEP 562), so a stage module, and ``mnist99 --help``, imports neither MLflow nor Keras.
+``plans`` (a time budget's plan, found again by its key), ``callbacks`` (per-epoch logging) and
+``server`` (``mlflow server`` for the UI, ``mlflow models serve``). Callers use ``from mnist99 import
+tracking``; the names below load on first use (PEP 562), so a stage module, and ``mnist99 --help``,
+imports neither MLflow nor Keras.
 """
 from mnist99 import lazy_attributes
 
@@ -22,6 +23,9 @@ _HOME = {
     **dict.fromkeys([
         'keras_signature', 'log_registered_model', 'save_model'
     ], 'models'),
+    **dict.fromkeys([
+        'PLAN_KEY_TAG', 'PLAN_TAG', 'record_plan', 'recorded_plan'
+    ], 'plans'),
     **dict.fromkeys([
         'cached_run', 'child_runs', 'download', 'finished_run', 'last_step', 'latest_finished_run',
         'matching_train_runs', 'metric_history', 'run_params', 'split_digest', 'unfinished_run', 'validated_on'

@@ -1,0 +1,195 @@
+"""Fitting training into a time budget: the epochs each member gets, and when the job will end.
+
+Pure arithmetic on speeds measured on this machine (:mod:`mnist99.training.probe`, or the first steps
+of a fit), with the clock passed in, so tests drive it without waiting. The stages plan once, record
+the plan on their run and reuse it on a rerun (:mod:`mnist99.tracking.plans`).
+
+A member costs ``fixed + epochs x epoch`` seconds: an epoch is its training steps plus a validation
+pass; ``fixed`` is its start (building, compiling, tracing: timed), its final evaluation on the
+validation and test splits (forward passes: timed) and saving and logging it (an allowance,
+``train.budget_overhead.member``); an epoch also pays its own start (timed) and its backup and
+MLflow metrics (``train.budget_overhead.epoch``). After the members an ensemble job predicts every member on the
+validation and test splits, then the evaluation pack predicts the test split through the ensemble
+and each member again (timed forward passes), then combines, draws and exports
+(``train.budget_overhead.job``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from mnist99.config import TrainConfig
+from mnist99.durations import format_duration
+from mnist99.errors import ConfigError
+
+# The job is planned to end at 95% of its budget: whole epochs leave it up to one epoch short of
+# that, and the rest absorbs the timing's error (steps on a busy machine, allowances).
+AIM = 0.95
+# An image's forward pass costs about a third of its share of a training step (backpropagation is
+# about twice the forward pass): the estimate when only training steps were timed.
+FORWARD_SHARE = 1 / 3
+
+Clock = Callable[[], float]  # seconds since the epoch, as time.time (so that a finish time can be shown)
+
+
+@dataclass(frozen=True)
+class Speed:
+    """This machine's speed for one member's config."""
+
+    step_seconds: float  # a training step, once the first ones (tracing, filling buffers) are past
+    start_seconds: float  # a member's start beyond its steps: build, compile, the first steps' tracing
+    image_seconds: float  # one image through the net at the evaluation batch (validation, evaluation)
+    epoch_seconds: float  # an epoch beyond its steps and validation: new iterators, refilling the shuffle
+    #                       buffer, swapping the averaged weights in and out
+
+    @classmethod
+    def from_steps(cls, step_seconds: float, start_seconds: float, batch_size: int) -> Speed:
+        """A speed from training steps alone: forward passes estimated through :data:`FORWARD_SHARE`,
+        an epoch's own cost taken as nothing."""
+        return cls(step_seconds, start_seconds, step_seconds / batch_size * FORWARD_SHARE, 0.0)
+
+
+@dataclass(frozen=True)
+class MemberCost:
+    """Seconds one member takes: ``fixed + epochs * epoch``."""
+
+    epoch: float
+    fixed: float
+
+    def seconds(self, epochs: int) -> float:
+        return self.fixed + epochs * self.epoch
+
+
+def member_cost(speed: Speed, train: TrainConfig, train_images: int, val_images: int, test_images: int) -> MemberCost:
+    """One member's cost: epochs of training steps (the last partial batch dropped), a validation pass
+    and ``train.budget_overhead.epoch``; a start, a final evaluation on validation and test, and
+    ``train.budget_overhead.member``."""
+    steps = max(train_images // train.batch_size, 1)
+    overhead = train.budget_overhead
+    epoch = steps * speed.step_seconds + val_images * speed.image_seconds + speed.epoch_seconds + overhead.epoch
+    fixed = speed.start_seconds + (val_images + test_images) * speed.image_seconds + overhead.member
+    return MemberCost(epoch, fixed)
+
+
+def after_members_seconds(image_seconds: Sequence[float], val_images: int, test_images: int, overhead: float) -> float:
+    """Seconds an ensemble job takes after its members (each member's ``image_seconds``; none: one model,
+    0 s): scoring each member on validation and test, the evaluation pack's test predictions through
+    the ensemble and through each member, and ``overhead`` for combining, figures and the export."""
+    if not image_seconds:
+        return 0.0
+    return sum(image_seconds) * (val_images + 3 * test_images) + overhead
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a budget bought: epochs per member to train, and the seconds each part is expected to take."""
+
+    budget: float
+    epochs: tuple[int, ...]  # per member to train, in order
+    member_seconds: tuple[float, ...]
+    after_seconds: float  # after the members (0 for one model)
+    planned_at: float  # seconds into the job when it was planned (data, timing probe)
+    max_epochs: int
+    capped: bool  # train.budget_max_epochs kept the budget from buying more epochs
+
+    @property
+    def expected_seconds(self) -> float:
+        return self.planned_at + sum(self.member_seconds) + self.after_seconds
+
+    def params(self) -> dict[str, str]:
+        """The plan as run params (``budget.*``), for the runs table; the whole plan is in :meth:`to_dict`."""
+        return {"budget.seconds": f"{self.budget:g}", "budget.epochs": ",".join(map(str, self.epochs)),
+                "budget.expected_seconds": f"{self.expected_seconds:.0f}", "budget.capped": str(self.capped).lower()}
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Plan:
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+def plan_epochs(budget: float, members: Sequence[MemberCost], after_seconds: float, max_epochs: int,
+                started: float, clock: Clock = time.time, aim: float = AIM) -> Plan:
+    """The most whole epochs per member (1 to ``max_epochs``) for the job to end by ``aim * budget``.
+
+    Every member gets the same epochs, then one more each, in order, while that still fits: a plan
+    is at most one member's epoch short of the aim. ``started`` is when the job started on ``clock``;
+    the time since counts against the budget.
+
+    Raises ConfigError naming the budget and the least that would do when even one epoch each does not fit.
+    """
+    planned_at = clock() - started
+    fixed = planned_at + after_seconds + sum(m.fixed for m in members)
+    one_round = sum(m.epoch for m in members)
+    room = budget * aim - fixed
+    if room < one_round:
+        noun = "model" if len(members) == 1 else f"{len(members)} members"
+        raise ConfigError(f"train.budget={format_duration(budget)} is too small for {noun} on this machine: "
+                          f"one epoch each needs ~{format_duration(fixed + one_round)}, so give at least "
+                          f"{format_duration(math.ceil((fixed + one_round) / aim))}")
+    rounds = int(room // one_round)
+    epochs = [min(max_epochs, rounds)] * len(members)
+    left = room - epochs[0] * one_round
+    for i, member in enumerate(members):
+        if epochs[i] < max_epochs and member.epoch <= left:
+            epochs[i] += 1
+            left -= member.epoch
+    return Plan(budget, tuple(epochs), tuple(m.seconds(e) for m, e in zip(members, epochs)), after_seconds,
+                planned_at, max_epochs, capped=rounds >= max_epochs)
+
+
+def finish_time(seconds: float) -> str:
+    """``seconds`` (on the clock, since the epoch) as the local time of day, "14:32"."""
+    return time.strftime("%H:%M", time.localtime(seconds))
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def plan_line(plan: Plan, started: float, noun: str = "member") -> str:
+    """``budget 10m: 3 members x 9 epochs, ~3.1 min each; expected finish 14:32 (94% of it)``."""
+    low, high = min(plan.epochs), max(plan.epochs)
+    each = sum(plan.member_seconds) / len(plan.member_seconds) / 60
+    line = (f"budget {format_duration(plan.budget)}: {_count(len(plan.epochs), noun)} x "
+            f"{low if low == high else f'{low}-{high}'} epochs, ~{each:.1f} min each; expected finish "
+            f"{finish_time(started + plan.expected_seconds)} ({plan.expected_seconds / plan.budget:.0%} of it)")
+    if plan.capped:
+        line += f"; capped by train.budget_max_epochs={plan.max_epochs}"
+    return line
+
+
+def reused_line(plan: Plan, run_id: str, noun: str = "member") -> str:
+    """The line of a plan found on an earlier run of the same job (a rerun, a resume, another worker)."""
+    low, high = min(plan.epochs), max(plan.epochs)
+    return (f"budget {format_duration(plan.budget)}: the plan of run {run_id}: {_count(len(plan.epochs), noun)} x "
+            f"{low if low == high else f'{low}-{high}'} epochs")
+
+
+def used_line(budget: float, seconds: float) -> str:
+    """``budget 10m: 9.4 min used (94%)``."""
+    return f"budget {format_duration(budget)}: {seconds / 60:.1f} min used ({seconds / budget:.0%})"
+
+
+def early_stop_note(epochs_run: int, planned: int) -> str | None:
+    """What to say when early stopping ended a budgeted member before its planned epochs (else None)."""
+    if epochs_run >= planned:
+        return None
+    return f"early stopping ended it after epoch {epochs_run} of {planned}, before its share of the budget"
+
+
+def finish_estimate(member: MemberCost, epochs: int, member_started: float, members_after: int,
+                    after_seconds: float) -> float:
+    """When a job ends (on the clock): the member that started at ``member_started``, ``members_after``
+    more like it, then ``after_seconds``."""
+    return member_started + (1 + members_after) * member.seconds(epochs) + after_seconds
+
+
+def finish_line(label: str, member: MemberCost, epochs: int, finish: float) -> str:
+    """``member 1/3: ~7.4 min per member, expected finish 14:32`` (``label``: the member, or the stage for one model)."""
+    per = " per member" if "member" in label else ""
+    return f"{label}: ~{member.seconds(epochs) / 60:.1f} min{per}, expected finish {finish_time(finish)}"

@@ -1,0 +1,68 @@
+"""Timing this machine before a budgeted job: a few real training steps, epochs and forward passes of each member's net.
+
+The probe builds and fits the member's net exactly as training will (:func:`mnist99.training.fit.set_up`),
+so the steps it times are the steps the budget pays for, on this CPU or GPU, with this config's
+batch, augmentation and data placement. It costs a few seconds a distinct net, counted in the budget.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+
+from mnist99.config import Config
+from mnist99.constants import EVAL_BATCH
+from mnist99.data import Splits
+from mnist99.training.budget import Clock, Speed
+from mnist99.training.callbacks import StepClock
+
+TIMED_EVAL_BATCHES = 4  # forward passes at the evaluation batch (2,048 images), once the evaluation step is traced
+
+
+def measure_speed(cfg: Config, splits: Splits, clock: Clock = time.time) -> Speed:
+    """Build, compile and fit ``cfg``'s net for two short epochs (a few steps and one validation batch
+    each), then time its forward passes.
+
+    The first epoch's steps after the first few give ``step_seconds``; the second epoch, whole and
+    steady, gives ``epoch_seconds`` (its time beyond steps and validation) and, subtracted from all
+    that came before it, ``start_seconds``: what each member pays again before its steps are steady
+    (building, compiling, tracing the training and evaluation steps).
+    """
+    import keras
+
+    from mnist99.training.fit import set_up
+    from mnist99.training.recipe import standard_callbacks
+
+    began = clock()
+    setup = set_up(cfg, splits)
+    timer = StepClock(clock=clock)
+    train = setup.train_ds.take(timer.skip + timer.steps)
+    marks: list[float] = []  # the clock at each epoch's start and end
+    edges = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: marks.append(clock()),
+                                           on_epoch_end=lambda epoch, logs: marks.append(clock()))
+    setup.fitted.fit(train, validation_data=setup.val_ds.take(1), epochs=2, verbose=0, shuffle=False,
+                     callbacks=[*standard_callbacks(cfg, timer), edges])  # last: its epoch spans the others'
+    traced = clock()
+    batches = min(TIMED_EVAL_BATCHES, math.ceil(len(splits.y_val) / EVAL_BATCH))
+    setup.fitted.evaluate(setup.val_ds.take(batches), verbose=0)
+    image_seconds = (clock() - traced) / min(len(splits.y_val), batches * EVAL_BATCH)
+    steady = marks[3] - marks[2]
+    beyond = steady - int(train.cardinality()) * timer.step_seconds - min(len(splits.y_val), EVAL_BATCH) * image_seconds
+    return Speed(timer.step_seconds, start_seconds=max(marks[1] - began - steady, 0.0), image_seconds=image_seconds,
+                 epoch_seconds=max(beyond, 0.0))
+
+
+def measure_speeds(cfgs: Sequence[Config], splits: Splits, clock: Clock = time.time) -> list[Speed]:
+    """One :class:`Speed` per config; configs that differ only in seed and epochs share one probe."""
+    from mnist99.config import to_yaml
+
+    measured: dict[str, Speed] = {}
+    speeds = []
+    for cfg in cfgs:
+        shape = cfg.model_copy(deep=True)
+        shape.seed, shape.train.epochs = 0, 1
+        key = to_yaml(shape)
+        if key not in measured:
+            measured[key] = measure_speed(cfg, splits, clock)
+        speeds.append(measured[key])
+    return speeds

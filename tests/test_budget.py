@@ -1,0 +1,249 @@
+"""A time budget: durations, the --budget shorthand, the planner on an injected clock, the step timer,
+the plan recorded and found again, and one real budgeted run at smoke size."""
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import mlflow
+import pytest
+
+from mnist99.config import defaults, load_config
+from mnist99.durations import format_duration, parse_duration
+from mnist99.errors import ConfigError
+from mnist99.training import budget
+from mnist99.training.budget import MemberCost, Plan, Speed, plan_epochs
+
+
+def clock_at(seconds: float):
+    return lambda: seconds
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("10m", 600), ("1h30m", 5400), ("2.5h", 9000),
+                                               ("1h0m5s", 3605), (" 10M ", 600), ("600", 600), (45, 45), (7.5, 7.5)])
+def test_durations_read_back_as_seconds(text, seconds):
+    assert parse_duration(text) == seconds
+    assert parse_duration(format_duration(seconds)) == pytest.approx(seconds, abs=0.5)
+
+
+@pytest.mark.parametrize("bad", ["10x", "m", "1m1h", "-5m", "0s", "0", "nan", "inf", "10 m", "true"])
+def test_a_bad_budget_fails_in_one_line_naming_it(bad):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [f"train.budget={bad}"])
+    message = str(err.value)
+    assert message.startswith("invalid config value train.budget=") and "expected a duration such as 90s, 10m" in message
+    assert "\n" not in message
+
+
+def test_the_budget_is_validated_into_seconds_and_defaults_to_none():
+    assert defaults().train.budget is None
+    assert load_config(None, ["train.budget="]).train.budget is None  # an empty value is YAML's null
+    with pytest.raises(ValueError, match="expected a duration"):
+        parse_duration("")
+    assert load_config(None, ["train.budget=1h30m"]).train.budget == 5400.0
+
+
+@pytest.mark.parametrize("stage", ["train", "ensemble", "run"])
+def test_budget_flag_is_a_shorthand_for_set_train_budget(stage):
+    from mnist99.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args([stage, "--set", "train.budget=5m", "--budget", "10m", "--set", "seed=3"])
+    assert args.overrides == ["train.budget=5m", "train.budget=10m", "seed=3"]
+    assert load_config(args.config, args.overrides).train.budget == 600.0  # the later wins, as with --set
+    assert parser.parse_args([stage]).overrides == []
+
+
+def test_a_budget_typo_on_the_command_line_is_one_line_and_exit_2(capsys):
+    from mnist99.cli import main
+
+    assert main(["train", "--budget", "10x"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == (
+        "mnist99 train: error: invalid config value train.budget='10x': expected a duration such as 90s, 10m, "
+        "1h30m or 2.5h (h, m, s in that order), or a number of seconds\n")
+
+
+def test_stages_that_do_not_train_have_no_budget_flag(capsys):
+    from mnist99.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["prepare", "--budget", "10m"])
+    assert "unrecognized arguments: --budget" in capsys.readouterr().err
+
+
+def test_the_plan_fills_the_budget_to_its_aim_with_whole_epochs():
+    plan = plan_epochs(600, [MemberCost(epoch=10, fixed=20)], after_seconds=0, max_epochs=100, started=0,
+                       clock=clock_at(30))
+    # 0.95 * 600 = 570 s: 30 s already spent, 20 s fixed, 52 epochs of 10 s
+    assert plan.epochs == (52,) and plan.planned_at == 30 and not plan.capped
+    assert plan.expected_seconds == pytest.approx(570)
+
+
+def test_members_share_the_room_and_the_rest_goes_one_epoch_at_a_time():
+    members = [MemberCost(epoch=10, fixed=5)] * 3
+    plan = plan_epochs(600, members, after_seconds=30, max_epochs=100, started=100, clock=clock_at(100))
+    # room = 570 - 30 (after) - 15 (fixed) = 525: 17 rounds of 30 s, 15 s left buys member 1 one more epoch
+    assert plan.epochs == (18, 17, 17)
+    assert plan.member_seconds == (185, 175, 175) and plan.after_seconds == 30
+    assert plan.expected_seconds == pytest.approx(565)
+
+
+@pytest.mark.parametrize("budget_seconds", [300, 417, 600, 1111, 1200])
+def test_a_plan_ends_between_85_and_95_percent_when_an_epoch_is_small_beside_the_budget(budget_seconds):
+    members = [MemberCost(epoch=17.3, fixed=9.1)] * 3  # the default net's epoch on an AVX-512 2-core CPU
+    plan = plan_epochs(budget_seconds, members, after_seconds=25, max_epochs=48, started=0, clock=clock_at(12))
+    assert 0.85 <= plan.expected_seconds / budget_seconds <= budget.AIM
+
+
+def test_time_already_spent_and_fixed_costs_take_epochs_away():
+    members = [MemberCost(epoch=10, fixed=0)]
+    fresh = plan_epochs(200, members, 0, 100, started=0, clock=clock_at(0))
+    later = plan_epochs(200, members, 0, 100, started=0, clock=clock_at(50))
+    with_after = plan_epochs(200, members, 50, 100, started=0, clock=clock_at(0))
+    assert fresh.epochs == (19,) and later.epochs == (14,) and with_after.epochs == (14,)
+
+
+def test_at_least_one_epoch_then_too_small_is_an_error_naming_the_budget():
+    members = [MemberCost(epoch=10, fixed=5)] * 2
+    assert plan_epochs(32, members, 0, 100, started=0, clock=clock_at(0)).epochs == (1, 1)  # 30 <= 0.95 * 32
+    with pytest.raises(ConfigError, match=r"train\.budget=30s is too small for 2 members on this machine: "
+                                          r"one epoch each needs ~30s, so give at least 32s"):
+        plan_epochs(30, members, 0, 100, started=0, clock=clock_at(0))
+
+
+def test_max_epochs_caps_a_long_budget_and_the_line_says_so():
+    plan = plan_epochs(3600, [MemberCost(10, 5)] * 2, 0, 5, started=0, clock=clock_at(0))
+    assert plan.epochs == (5, 5) and plan.capped
+    assert plan.expected_seconds == pytest.approx(110)
+    assert plan_epochs(3600, [MemberCost(10, 5)], 0, 500, started=0, clock=clock_at(0)).capped is False
+    assert "capped by train.budget_max_epochs=5" in budget.plan_line(plan, started=0)
+
+
+def test_the_plan_line_says_what_was_chosen_and_when_it_ends():
+    started = time.mktime((2026, 11, 30, 14, 0, 0, 0, 0, -1))
+    plan = plan_epochs(600, [MemberCost(10, 5)] * 3, 30, 100, started=started, clock=clock_at(started + 90))
+    assert plan.expected_seconds == 565  # 90 s spent, members of 155, 145 and 145 s, 30 s after them
+    assert budget.plan_line(plan, started) == ("budget 10m: 3 members x 14-15 epochs, ~2.5 min each; expected finish "
+                                               "14:09 (94% of it)")
+    assert budget.reused_line(plan, "abc") == "budget 10m: the plan of run abc: 3 members x 14-15 epochs"
+    assert budget.used_line(600, 564) == "budget 10m: 9.4 min used (94%)"
+
+
+def test_a_plan_survives_its_json_round_trip():
+    plan = plan_epochs(600, [MemberCost(10, 5)] * 2, 30, 100, started=0, clock=clock_at(12))
+    assert Plan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan
+    assert plan.params()["budget.epochs"] == ",".join(map(str, plan.epochs))
+
+
+def test_costs_add_up_from_the_measured_speed():
+    train = defaults().train  # batch 128, overhead: epoch 0.1 s, member 3 s, job 20 s
+    speed = Speed(step_seconds=0.04, start_seconds=4.0, image_seconds=0.0001, epoch_seconds=0.5)
+    cost = budget.member_cost(speed, train, train_images=55_000, val_images=5_000, test_images=10_000)
+    assert cost.epoch == pytest.approx(429 * 0.04 + 0.5 + 0.5 + train.budget_overhead.epoch)
+    assert cost.fixed == pytest.approx(4.0 + 1.5 + train.budget_overhead.member)
+    assert budget.after_members_seconds([0.0001] * 3, 5_000, 10_000, 20) == pytest.approx(3 * 3.5 + 20)
+    assert budget.after_members_seconds([], 5_000, 10_000, 20) == 0.0
+    assert Speed.from_steps(0.03, 2.0, batch_size=100).image_seconds == pytest.approx(0.0001)
+
+
+def test_early_stopping_before_the_plan_is_said_and_the_finish_is_estimated():
+    assert budget.early_stop_note(7, 9) == "early stopping ended it after epoch 7 of 9, before its share of the budget"
+    assert budget.early_stop_note(9, 9) is None
+    member = MemberCost(epoch=10, fixed=20)
+    assert budget.finish_estimate(member, 4, member_started=1000, members_after=2, after_seconds=30) == 1000 + 3 * 60 + 30
+    assert budget.finish_line("ensemble: member 1/3", member, 4, 0).startswith("ensemble: member 1/3: ~1.0 min per member, "
+                                                                                "expected finish ")
+    assert budget.finish_line("train", member, 4, 0).startswith("train: ~1.0 min, expected finish ")
+
+
+def test_step_clock_times_the_steps_after_the_first_ones_on_its_clock():
+    from mnist99.training.callbacks import StepClock
+
+    now = [100.0]
+    timed = []
+    timer = StepClock(skip=3, steps=4, clock=lambda: now[0], on_timed=timed.append)
+    timer.set_params({"steps": 50, "epochs": 2})
+    timer.on_train_begin()
+    timer.on_epoch_begin(1)  # a resumed fit starts past epoch 0
+    for seconds in [5.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.5, 9.0]:  # tracing first, a slow step after the timed ones
+        now[0] += seconds
+        timer.on_train_batch_end(0)
+    assert timed == [timer] and timer.step_seconds == pytest.approx(0.5)
+    assert timer.warm_at == pytest.approx(107.0) and timer.skipped == 3 and timer.first_epoch == 1
+
+    short = StepClock(skip=3, steps=20, clock=lambda: now[0])
+    short.set_params({"steps": 4})  # an epoch of 4 steps: skip 2, time the 2 left at the epoch's end
+    short.on_train_begin()
+    for seconds in [5.0, 1.0, 0.25, 0.25]:
+        now[0] += seconds
+        short.on_train_batch_end(0)
+    short.on_epoch_end(0)
+    assert short.skipped == 2 and short.step_seconds == pytest.approx(0.25)
+
+
+def fake_speeds(cfgs, splits, clock=time.time):
+    return [Speed(step_seconds=0.01, start_seconds=1.0, image_seconds=0.0001, epoch_seconds=0.1) for _ in cfgs]
+
+
+def test_an_ensemble_plan_is_recorded_found_again_and_forced_afresh(store, tiny_splits, monkeypatch, capsys):
+    """The plan's epochs become member overrides; a rerun finds the plan on the run that recorded it
+    (whatever its status: here KILLED) without timing anything; ``--force`` times and plans again."""
+    from mnist99 import tracking
+    from mnist99.stages import ensemble
+    from mnist99.training import probe
+
+    cfg = load_config(None, ["ensemble.size=3", "train.budget=2m", "train.budget_max_epochs=1000",
+                             "ensemble.members=[{seed: 7}, {run_id: abc}, {overrides: {model.width: 8}}]"])
+    monkeypatch.setattr(probe, "measure_speeds", fake_speeds)
+    tracking.setup(cfg)
+    planned, (plan, key) = ensemble.plan_budget(cfg, tiny_splits, started=time.time())
+    assert len(plan.epochs) == 2 and planned.train.budget is None  # the reused run_id member is not planned
+    members = planned.ensemble.members
+    assert members[0].seed == 7 and members[0].overrides == {"train.epochs": plan.epochs[0]}
+    assert members[1].run_id == "abc" and members[1].overrides == {}
+    assert members[2].overrides == {"model.width": 8, "train.epochs": plan.epochs[1]}
+    assert key == tracking.cache_key("ensemble", cfg, tiny_splits.digest)
+    assert "ensemble: budget 2m: 2 members x " in capsys.readouterr().out
+
+    with pytest.raises(KeyboardInterrupt), tracking.stage_run(planned, "ensemble", "killed"):
+        tracking.record_plan(key, plan.to_dict(), plan.params())
+        raise KeyboardInterrupt
+    monkeypatch.setattr(probe, "measure_speeds", lambda *a, **k: pytest.fail("a recorded plan was timed again"))
+    again, (reused, _) = ensemble.plan_budget(cfg, tiny_splits, started=time.time())
+    assert reused == plan and again == planned
+    assert "the plan of run" in capsys.readouterr().out
+    monkeypatch.setattr(probe, "measure_speeds", fake_speeds)
+    assert ensemble.plan_budget(cfg, tiny_splits, started=time.time() - 30, force=True)[1][0] != plan
+    assert ensemble.plan_budget(defaults(), tiny_splits, started=0) == (defaults(), None)
+
+
+@pytest.mark.integration
+def test_a_budgeted_train_run_logs_its_plan_and_ends_within_it(smoke_cfg, store, capsys):
+    """One real budgeted run at smoke size: timed, planned, capped, logged, inside the budget; the same
+    command again finds the plan (a resume's first step) and keys the same model."""
+    from mnist99 import tracking
+    from mnist99.config import with_overrides
+    from mnist99.data import make_splits
+    from mnist99.stages import train
+
+    cfg = with_overrides(smoke_cfg, {"train.budget": "40s", "train.budget_max_epochs": 3})
+    started = time.time()
+    out = train.run(cfg)
+    wall = time.time() - started
+    printed = capsys.readouterr().out
+    assert "train: budget 40s: 1 model x 3 epochs" in printed and "capped by train.budget_max_epochs=3" in printed
+    assert re.search(r"^train: budget 40s: [\d.]+ min used \(\d+%\)$", printed, re.MULTILINE)
+    run = mlflow.MlflowClient(store).get_run(out["run_id"])
+    assert run.data.params["budget.epochs"] == "3" and run.data.params["train.epochs"] == "3"
+    assert run.data.params["train.budget"] == ""  # the model is keyed by its planned epochs, not the budget
+    plan = Plan.from_dict(json.loads(run.data.tags["mnist99.budget_plan"]))
+    assert plan.epochs == (3,) and plan.budget == 40
+    assert out["epochs_run"] == 3 and wall <= 40 + 5
+    assert 0 < run.data.metrics["budget_used"] <= wall / 40
+
+    splits = make_splits(cfg.data, cfg.seed)
+    found = train.plan_budget(cfg, [cfg], splits, started=time.time())
+    assert found[0] == plan and found[1] == run.data.tags["mnist99.budget_key"]
+    assert tracking.cache_key("train", train.with_epochs(cfg, 3), splits.digest) == run.data.tags["mnist99.cache_key"]
