@@ -37,12 +37,16 @@ def test_quiet_mutes_the_libraries_and_verbose_leaves_them(monkeypatch):
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
     monkeypatch.setenv("MLFLOW_LOGGING_LEVEL", "unset by the test")
     monkeypatch.delenv("MLFLOW_LOGGING_LEVEL")
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "unset by the test")
+    monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
     with warnings.catch_warnings():
         quiet_libraries(verbose=True)
         assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0" and "MLFLOW_LOGGING_LEVEL" not in os.environ
+        assert "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR" not in os.environ
         assert logging.getLogger("mlflow").level == logging.NOTSET
         quiet_libraries(verbose=False)
         assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "3" and os.environ["MLFLOW_LOGGING_LEVEL"] == "ERROR"
+        assert os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] == "false"  # no download bars on stderr
         assert all(logging.getLogger(name).level == logging.ERROR for name in QUIET_LIBRARIES)
         with warnings.catch_warnings(record=True) as caught:
             warnings.warn_explicit("library chatter", UserWarning, "x.py", 1, module="mlflow.data")
