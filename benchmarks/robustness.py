@@ -24,6 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_speed import baseline, baseline_model, config_arguments  # noqa: E402
 
+from mnist99 import tracking  # noqa: E402
 from mnist99.config import load_config  # noqa: E402
 from mnist99.data import corruptions, make_splits  # noqa: E402
 from mnist99.data.splits import stratified_subset  # noqa: E402
@@ -62,6 +63,7 @@ def main() -> None:
     if not (args.model or args.baseline or args.examples):
         parser.error("nothing to do: give --model SOURCE (repeatable), --baseline or --examples PNG")
     cfg = load_config(args.config, args.overrides)
+    tracking.use_store(cfg)  # runs:/ and models:/ sources resolve against the configured store
     n = cfg.evaluate.robustness_size if args.n is None else args.n
     seed = cfg.evaluate.robustness_seed if args.seed is None else args.seed
     splits = make_splits(cfg.data, cfg.seed)
