@@ -42,6 +42,7 @@ def export(cfg, run_id: str, promote: bool | None = None) -> dict:
     return stage.run(cfg, argparse.Namespace(run_id=run_id, promote=promote))
 
 
+@pytest.mark.integration  # real exports into a SQLite store
 def test_a_worse_export_stays_challenger_an_equal_or_better_one_becomes_champion(cfg, tiny_members, tiny_splits,
                                                                                   capsys):
     model = combine(tiny_members, [0.5, 0.5])

@@ -61,6 +61,7 @@ def digits():
     return np.random.default_rng(5).integers(0, 256, (300, 28, 28), dtype=np.uint8)
 
 
+@pytest.mark.integration  # real ONNX and LiteRT conversions (the module's shared export)
 def test_every_format_is_published_tagged_and_logged(exported):
     out, exports = exported.out, exported.root / "exports"
     assert out["files"] == {"keras": str(exports / f"{NAME}.keras"), "saved_model": str(exports / NAME / "4"),
@@ -76,6 +77,7 @@ def test_every_format_is_published_tagged_and_logged(exported):
                       f"formats/{NAME}.tflite": (exports / f"{NAME}.tflite").stat().st_size}
 
 
+@pytest.mark.integration  # real ONNX and LiteRT conversions (the module's shared export)
 def test_keep_deletes_older_saved_model_versions_not_registered_ones(exported, tmp_path):
     from mnist99.delivery.export import prune_versions
 
@@ -88,6 +90,7 @@ def test_keep_deletes_older_saved_model_versions_not_registered_ones(exported, t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["10", "latest"]
 
 
+@pytest.mark.integration  # real ONNX and LiteRT conversions (the module's shared export)
 def test_every_runtime_answers_like_keras(exported, digits):
     import onnxruntime
     import tensorflow as tf
@@ -119,6 +122,7 @@ def test_a_file_that_is_not_a_digits_to_probabilities_model_is_refused():
             check_contract(Path("m.onnx"), inputs, outputs, **ok)
 
 
+@pytest.mark.integration  # real ONNX and LiteRT conversions (the module's shared export)
 def test_the_litert_file_holds_builtin_ops_only(exported, tmp_path):
     """Checked on the file's own operator table; the check finds the Flex op of Keras' default LiteRT export
     of a model that needs one, and the project's writer refuses that model instead."""
@@ -160,6 +164,7 @@ def test_predict_and_evaluate_take_each_format(exported, tiny_splits, monkeypatc
         assert run.data.tags["mnist99.runtime"] == runtime and run.info.run_name == f"evaluate-{NAME}{suffix}"
 
 
+@pytest.mark.integration  # real ONNX and LiteRT conversions (the module's shared export)
 def test_a_missing_extra_fails_when_the_config_is_validated(monkeypatch, capsys, exported):
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
@@ -190,6 +195,7 @@ def test_export_settings_are_refused_in_one_line(override, message):
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.integration  # real ONNX and LiteRT conversions (the module's shared export)
 def test_a_failed_check_publishes_nothing(exported, tmp_path, monkeypatch):
     """A converted file that answers differently, or that its runtime cannot open (tf2onnx has no Erfc,
     which Keras' exact GELU uses), fails the export in one line; nothing reaches the folder."""
