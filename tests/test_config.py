@@ -24,12 +24,19 @@ def test_default_loads_and_files_merge_in_order():
         ("train.epochs=abc", "train.epochs='abc'"),
         ("model.colour=red", "unknown config key 'model.colour'"),
         ("train.jit_compile=maybe", "train.jit_compile"),
+        ("export.saved_model=false",
+         "unknown config key 'export.saved_model': use export.formats, a list such as [keras, saved_model]"),
+        ("export.formats=[keras,tflite]", "unknown export format 'tflite' (valid: keras, litert, onnx, saved_model)"),
+        ("export.formats=[onnx,keras,onnx]", "export.formats lists 'onnx' twice"),
+        ("export.formats=[]", "export.formats=[]"),
+        ("export.keep=0", "export.keep=0"),
     ],
 )
 def test_bad_values_name_the_dotted_key(override, fragment):
+    """One line that names the key (and for a replaced key, what to write instead)."""
     with pytest.raises(ConfigError) as err:
         load_config([], [override])
-    assert fragment in str(err.value)
+    assert fragment in str(err.value) and "\n" not in str(err.value)
 
 
 def test_missing_and_malformed_files(tmp_path):

@@ -181,20 +181,6 @@ def test_a_missing_extra_fails_when_the_config_is_validated(monkeypatch, capsys,
         load_ensemble(exported.out["files"]["onnx"])
 
 
-@pytest.mark.parametrize(("override", "message"), [
-    ("export.saved_model=false",
-     "unknown config key 'export.saved_model': use export.formats, a list such as [keras, saved_model]"),
-    ("export.formats=[keras,tflite]", "unknown export format 'tflite' (valid: keras, litert, onnx, saved_model)"),
-    ("export.formats=[onnx,keras,onnx]", "export.formats lists 'onnx' twice"),
-    ("export.formats=[]", "export.formats=[]"),
-    ("export.keep=0", "export.keep=0"),
-])
-def test_export_settings_are_refused_in_one_line(override, message):
-    with pytest.raises(ConfigError) as err:
-        load_config([], [override])
-    assert message in str(err.value) and "\n" not in str(err.value)
-
-
 @pytest.mark.integration  # real ONNX and LiteRT conversions (the module's shared export)
 def test_a_failed_check_publishes_nothing(exported, tmp_path, monkeypatch):
     """A converted file that answers differently, or that its runtime cannot open (tf2onnx has no Erfc,

@@ -96,7 +96,10 @@ def as_ensemble(model: keras.Model) -> keras.Model:
 
 
 def members_of(ensemble: keras.Model) -> list[keras.Model]:
-    """The member models inside a model built by :func:`combine` (e.g. after reloading it)."""
+    """The member models inside a model built by :func:`combine` (e.g. after reloading it); none for an
+    ONNX/LiteRT file's runtime, whose graph no longer has separable members."""
+    if not isinstance(ensemble, keras.Model):
+        return []
     return [layer for layer in ensemble.layers if layer.name.startswith("member_") and isinstance(layer, keras.Model)]
 
 

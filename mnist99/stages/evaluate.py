@@ -118,15 +118,14 @@ def run(cfg: Config, args: argparse.Namespace) -> dict:
         from mnist99.delivery.loading import load_run_model
 
         target = tracking.finished_run(args.run_id)
-        model = as_ensemble(load_run_model(args.run_id))
+        loaded = load_run_model(args.run_id)
     else:
         from mnist99.delivery.loading import load_ensemble
 
-        model = load_ensemble(args.model)  # a keras.Model, or an ONNX/LiteRT file behind the same predict
+        loaded = load_ensemble(args.model)  # a keras.Model, or an ONNX/LiteRT file behind the same predict
+    model = as_ensemble(loaded)
     runtime = getattr(model, "runtime", "keras")
-    if runtime == "keras":
-        model = as_ensemble(model)
-    members = members_of(model) if runtime == "keras" else []
+    members = members_of(model)
     splits = make_splits(cfg.data, cfg.seed)
     if args.run_id:
         # Resuming sets the given tags on the run: keep its own stage name, mark it evaluated.
