@@ -31,11 +31,11 @@ browser:
 ## The default test suite, the same command CI runs (two pytest-xdist workers: most tests wait on
 ## subprocesses, servers or one-thread work, so two share 2 cores well)
 test: setup browser
-	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q -n 2
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q -n 2 --maxschedchunk 1
 
 ## The inner loop, under a minute: the tests not marked slow or integration
 test-fast: setup
-	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q -n 2 -m "not slow and not integration"
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q -n 2 --maxschedchunk 1 -m "not slow and not integration"
 
 lint: setup
 	$(BIN)/python -m ruff check mnist99 tests pipelines benchmarks

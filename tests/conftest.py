@@ -125,3 +125,15 @@ def assert_takes_a_training_step(model):
     probs = model.predict(x, verbose=0)
     assert probs.shape == (8, 10)
     return probs
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run the slow tests first, then the other integration tests, then the unit tests.
+
+    ``make test`` hands tests to its two workers one at a time (``--maxschedchunk 1``), so each worker
+    takes the next test when it is free. Started last, a minute-long test would keep one core busy while
+    the other idles; started first, the short tests fill the gaps around it. The sort is stable, so
+    every worker collects the same order, as pytest-xdist requires.
+    """
+    items.sort(key=lambda item: (item.get_closest_marker("slow") is None,
+                                 item.get_closest_marker("integration") is None))
