@@ -6,7 +6,9 @@ import json
 import re
 import time
 
+import keras
 import mlflow
+import numpy as np
 import pytest
 
 from mnist99.config import defaults, load_config
@@ -135,6 +137,60 @@ def test_a_plan_survives_its_json_round_trip():
     plan = plan_epochs(600, [MemberCost(10, 5)] * 2, 30, 100, started=0, clock=clock_at(12))
     assert Plan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan
     assert plan.params()["budget.epochs"] == ",".join(map(str, plan.epochs))
+
+
+def test_each_member_may_fit_its_planned_share_plus_an_equal_part_of_the_spare_room():
+    members = [MemberCost(epoch=10, fixed=5, start=2)] * 3
+    plan = plan_epochs(600, members, after_seconds=30, max_epochs=100, started=100, clock=clock_at(100))
+    assert plan.epochs == (18, 17, 17) and plan.expected_seconds == pytest.approx(565)
+    assert plan.fit_seconds == (182, 172, 172)  # start + epochs x epoch
+    spare = (0.95 * 600 - 565) / 3
+    assert [plan.fit_allowance(i) for i in range(3)] == pytest.approx([182 + spare, 172 + spare, 172 + spare])
+    older = Plan.from_dict({k: v for k, v in plan.to_dict().items() if k != "fit_seconds"})  # recorded without it
+    assert older.fit_allowance(0) is None
+
+
+def test_another_epoch_fits_while_the_last_epochs_length_stays_within_the_allowance():
+    assert budget.another_epoch_fits(elapsed=40, last_epoch=10, allowance=50)
+    assert not budget.another_epoch_fits(elapsed=40, last_epoch=10.5, allowance=50)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Takes(keras.callbacks.Callback):
+    """Advances ``clock`` by each epoch's given length at the epoch's end (before the deadline looks)."""
+
+    def __init__(self, clock: FakeClock, seconds: list[float]) -> None:
+        super().__init__()
+        self.clock, self.seconds = clock, seconds
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.clock.now += self.seconds[epoch]
+
+
+@pytest.mark.parametrize(("seconds", "epochs_run", "stopped_after"), [
+    ([10, 10, 10, 10, 10], 5, None),  # as planned: 40 s + another 10 s still ends at the 50 s allowed
+    ([10, 10, 20, 20, 20], 3, 3),  # slower from epoch 3: 40 s + another 20 s would pass 50 s
+])
+def test_the_deadline_ends_a_fit_at_the_epoch_end_where_another_epoch_would_overrun(seconds, epochs_run, stopped_after):
+    from mnist99.stages.train import budget_note
+    from mnist99.training.callbacks import BudgetDeadline
+
+    clock = FakeClock()
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    model.compile("sgd", "mse")
+    guard = BudgetDeadline(allowance=50, clock=clock)
+    history = model.fit(np.zeros((8, 4)), np.zeros((8, 2)), epochs=5, verbose=0, callbacks=[Takes(clock, seconds), guard])
+    assert len(history.history["loss"]) == epochs_run and guard.stopped_after == stopped_after
+    note = budget_note([guard], epochs_run, planned=5)
+    assert note == (None if stopped_after is None else
+                    "the budget's deadline ended it after epoch 3 of 5: its epochs took longer than planned")
 
 
 def test_costs_add_up_from_the_measured_speed():

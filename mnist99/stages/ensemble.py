@@ -58,23 +58,24 @@ def plan_budget(cfg: Config, splits: Splits, started: float, force: bool = False
     return planned, budgeted
 
 
-def fit_members(cfg: Config, splits: Splits, force: bool = False, budgeted: bool = False) -> tuple[list, list[str]]:
+def fit_members(cfg: Config, splits: Splits, force: bool = False, budgeted: Plan | None = None) -> tuple[list, list[str]]:
     """Train (each in a nested run) or reuse every member; returns the models and their run ids.
 
     Reused: the run ids the config names, and (unless ``force``) FINISHED train runs of the same
-    member key, e.g. the members an interrupted ensemble had already finished. ``budgeted``: the
-    epochs are a budget's, so say when early stopping ends a member sooner; else the first member
-    trained says when the job will end.
+    member key, e.g. the members an interrupted ensemble had already finished. ``budgeted``: the plan
+    the epochs come from, so each member stops at its deadline and says when it or early stopping
+    ended it sooner; else the first member trained says when the job will end.
     """
     from mnist99.delivery.ensemble import member_plan
     from mnist99.delivery.loading import load_run_model
-    from mnist99.stages.train import finish_timer, train_in_run
-    from mnist99.training.budget import early_stop_note
+    from mnist99.stages.train import budget_note, deadline, finish_timer, train_in_run
 
     models, run_ids = [], []
     plan = member_plan(cfg)
-    timed = budgeted
+    timed = budgeted is not None
+    planned = 0  # the plan's epochs are for the members the config does not name by run id, in order
     for i, (member_cfg, run_id) in enumerate(plan, start=1):
+        share, planned = planned, planned + (run_id is None)
         found = None if force or run_id else tracking.cached_run("train", tracking.cache_key("train", member_cfg, splits.digest))
         if found is not None:
             run_id = found.info.run_id
@@ -83,11 +84,12 @@ def fit_members(cfg: Config, splits: Splits, force: bool = False, budgeted: bool
             print(f"ensemble: member {i}/{len(plan)}: training {member_cfg.model.name}, seed {member_cfg.seed}, "
                   f"{member_cfg.train.epochs} epoch(s) of {len(splits.y_train):,} images", flush=True)
             name = f"member-{i}-{member_cfg.model.name}-s{member_cfg.seed}"
-            timer = [] if timed else [finish_timer(member_cfg, splits, f"ensemble: member {i}/{len(plan)}",
-                                                   members_after=len(plan) - i, ensemble_size=len(plan))]
+            timer = deadline(budgeted, share) if timed else [
+                finish_timer(member_cfg, splits, f"ensemble: member {i}/{len(plan)}",
+                             members_after=len(plan) - i, ensemble_size=len(plan))]
             timed = True
             out = train_in_run(member_cfg, splits, nested=True, name=name, callbacks=timer)
-            note = early_stop_note(out["epochs_run"], member_cfg.train.epochs) if budgeted else None
+            note = budget_note(timer, out["epochs_run"], member_cfg.train.epochs) if budgeted else None
             if note:
                 print(f"ensemble: member {i}/{len(plan)}: {note}")
             models.append(out["model"])
@@ -118,7 +120,7 @@ def build_in_run(cfg: Config, splits: Splits, force: bool = False, budgeted: tup
     tracking.log_dataset(splits)
     if budgeted is not None:
         tracking.record_plan(budgeted[1], budgeted[0].to_dict(), budgeted[0].params())
-    models, run_ids = fit_members(cfg, splits, force, budgeted=budgeted is not None)
+    models, run_ids = fit_members(cfg, splits, force, budgeted=budgeted[0] if budgeted else None)
     models = [shift_averaged(m, cfg.ensemble.tta_shifts) for m in models]  # scored as they are exported
     probs = {"val": predict_members(models, splits.x_val), "test": predict_members(models, splits.x_test)}
     labels = {"val": splits.y_val, "test": splits.y_test}

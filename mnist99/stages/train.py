@@ -83,6 +83,21 @@ def finish_timer(cfg: Config, splits: Splits, label: str, members_after: int = 0
     return StepClock(clock=clock, on_timed=report)
 
 
+def deadline(plan: Plan | None, member: int) -> list:
+    """The callback that ends member ``member`` (0-based, of those the plan trains) at an epoch end once
+    another epoch would overrun its share of ``plan``; none without a plan or for a plan without fit times."""
+    from mnist99.training.callbacks import BudgetDeadline
+
+    allowance = plan.fit_allowance(member) if plan is not None else None
+    return [] if allowance is None else [BudgetDeadline(allowance)]
+
+
+def budget_note(callbacks: Sequence, epochs_run: int, planned: int) -> str | None:
+    """What to say when a budgeted fit ended before its planned epochs: its deadline or early stopping."""
+    stopped = any(getattr(cb, "stopped_after", None) for cb in callbacks)
+    return budget.early_stop_note(epochs_run, planned, deadline_stopped=stopped)
+
+
 def with_epochs(cfg: Config, epochs: int) -> Config:
     """``cfg`` as its budget planned it: ``epochs`` epochs and no budget, so its keys name the model it trains."""
     planned = cfg.model_copy(deep=True)
@@ -148,7 +163,7 @@ def run(cfg: Config, args: argparse.Namespace | None = None) -> dict:
         cfg = with_epochs(cfg, budgeted[0].epochs[0])
     print(f"train: {cfg.model.name}, seed {cfg.seed}, {cfg.train.epochs} epoch(s) of {len(splits.y_train):,} images",
           flush=True)
-    timer = [] if budgeted else [finish_timer(cfg, splits, "train")]
+    timer = deadline(budgeted[0], 0) if budgeted else [finish_timer(cfg, splits, "train")]
     out = train_in_run(cfg, splits, callbacks=timer, budgeted=budgeted)
     out.pop("model")
     to99 = out["seconds_to_val_99"]
@@ -158,7 +173,7 @@ def run(cfg: Config, args: argparse.Namespace | None = None) -> dict:
         f"seconds_to_val_99={'never' if to99 is None else f'{to99:.0f}'}"
     )
     if budgeted is not None:
-        note = budget.early_stop_note(out["epochs_run"], cfg.train.epochs)
+        note = budget_note(timer, out["epochs_run"], cfg.train.epochs)
         if note:
             print(f"train: {note}")
         report_budget("train", budgeted[0], started, out["run_id"])

@@ -54,13 +54,18 @@ class Speed:
 
 @dataclass(frozen=True)
 class MemberCost:
-    """Seconds one member takes: ``fixed + epochs * epoch``."""
+    """Seconds one member takes: ``fixed + epochs * epoch``; ``start``, the part of ``fixed`` spent before
+    its first epoch ends (building, compiling, tracing), so ``start + epochs * epoch`` is its fit."""
 
     epoch: float
     fixed: float
+    start: float = 0.0
 
     def seconds(self, epochs: int) -> float:
         return self.fixed + epochs * self.epoch
+
+    def fit_seconds(self, epochs: int) -> float:
+        return self.start + epochs * self.epoch
 
 
 def member_cost(speed: Speed, train: TrainConfig, train_images: int, val_images: int, test_images: int) -> MemberCost:
@@ -71,7 +76,7 @@ def member_cost(speed: Speed, train: TrainConfig, train_images: int, val_images:
     overhead = train.budget_overhead
     epoch = steps * speed.step_seconds + val_images * speed.image_seconds + speed.epoch_seconds + overhead.epoch
     fixed = speed.start_seconds + (val_images + test_images) * speed.image_seconds + overhead.member
-    return MemberCost(epoch, fixed)
+    return MemberCost(epoch, fixed, speed.start_seconds)
 
 
 def after_members_seconds(image_seconds: Sequence[float], val_images: int, test_images: int, overhead: float) -> float:
@@ -94,6 +99,16 @@ class Plan:
     planned_at: float  # seconds into the job when it was planned (data, timing probe)
     max_epochs: int
     capped: bool  # train.budget_max_epochs kept the budget from buying more epochs
+    fit_seconds: tuple[float, ...] = ()  # per member: its fit's share of member_seconds (none in older plans)
+
+    def fit_allowance(self, member: int) -> float | None:
+        """Seconds member ``member`` (0-based, of those to train) may spend in ``fit`` before the deadline
+        stops it: its planned fit plus an equal share of what the plan left unspent below the aim.
+        None for a plan recorded without fit times."""
+        if not self.fit_seconds:
+            return None
+        spare = max(self.budget * AIM - self.expected_seconds, 0.0) / len(self.fit_seconds)
+        return self.fit_seconds[member] + spare
 
     @property
     def expected_seconds(self) -> float:
@@ -139,7 +154,17 @@ def plan_epochs(budget: float, members: Sequence[MemberCost], after_seconds: flo
             epochs[i] += 1
             left -= member.epoch
     return Plan(budget, tuple(epochs), tuple(m.seconds(e) for m, e in zip(members, epochs)), after_seconds,
-                planned_at, max_epochs, capped=rounds >= max_epochs)
+                planned_at, max_epochs, capped=rounds >= max_epochs,
+                fit_seconds=tuple(m.fit_seconds(e) for m, e in zip(members, epochs)))
+
+
+def another_epoch_fits(elapsed: float, last_epoch: float, allowance: float) -> bool:
+    """Whether an epoch as long as the last one still ends within ``allowance`` seconds of the fit's start.
+
+    The plan's epochs come from the first steps' speed; a machine that slows down (another job, thermal
+    limits, a noisy neighbour) makes later epochs longer, and the last epoch is the best guess of the next.
+    """
+    return elapsed + last_epoch <= allowance
 
 
 def finish_time(seconds: float) -> str:
@@ -175,10 +200,14 @@ def used_line(budget: float, seconds: float) -> str:
     return f"budget {format_duration(budget)}: {seconds / 60:.1f} min used ({seconds / budget:.0%})"
 
 
-def early_stop_note(epochs_run: int, planned: int) -> str | None:
-    """What to say when early stopping ended a budgeted member before its planned epochs (else None)."""
+def early_stop_note(epochs_run: int, planned: int, deadline_stopped: bool = False) -> str | None:
+    """What to say when a budgeted member ended before its planned epochs (else None): early stopping
+    ended it, or its deadline did (epochs ran slower than planned)."""
     if epochs_run >= planned:
         return None
+    if deadline_stopped:
+        return (f"the budget's deadline ended it after epoch {epochs_run} of {planned}: "
+                "its epochs took longer than planned")
     return f"early stopping ended it after epoch {epochs_run} of {planned}, before its share of the budget"
 
 

@@ -9,6 +9,7 @@ import keras
 
 from mnist99.constants import EVAL_BATCH, TARGET_ACCURACY
 from mnist99.files import write_atomic
+from mnist99.training.budget import another_epoch_fits
 
 
 class TimeToAccuracy(keras.callbacks.Callback):
@@ -137,6 +138,36 @@ class EpochLine(EpochTimer):
         parts += [f"{key} {logs[key]:.4f}" for key in ("loss", "val_accuracy") if key in logs]
         parts.append(f"{self.epoch_seconds():.1f} s")
         print(self.prefix + "  ".join(parts), flush=True)
+
+
+class BudgetDeadline(keras.callbacks.Callback):
+    """Ends a budgeted fit at an epoch end when another epoch as long as the last would pass ``allowance``
+    seconds since the fit started (see :func:`mnist99.training.budget.another_epoch_fits`).
+
+    The plan fixes a member's epochs (and its cache key) from the first steps' speed; when the machine
+    then runs slower, this re-plans the remaining epochs down so the job still ends within its budget.
+    ``stopped_after`` is the number of epochs it let run (None when it did not stop the fit). A resumed
+    fit gets the whole allowance for its remaining epochs. ``clock`` is injected so tests drive it.
+    """
+
+    def __init__(self, allowance: float, clock=time.monotonic) -> None:
+        super().__init__()
+        self.allowance, self.clock = allowance, clock
+        self.stopped_after: int | None = None
+        self._began = self._epoch_began = 0.0
+
+    def on_train_begin(self, logs=None) -> None:
+        self._began = self.clock()
+
+    def on_epoch_begin(self, epoch: int, logs=None) -> None:
+        self._epoch_began = self.clock()
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        now = self.clock()
+        last_epoch_done = epoch + 1 >= self.params.get("epochs", epoch + 1)
+        if not last_epoch_done and not another_epoch_fits(now - self._began, now - self._epoch_began, self.allowance):
+            self.model.stop_training = True
+            self.stopped_after = epoch + 1
 
 
 class StepClock(keras.callbacks.Callback):
