@@ -153,3 +153,32 @@ def test_a_search_on_a_server_outlives_a_worker_killed_mid_trial(tmp_path, track
     assert set(trial_states(tmp_path / "tuning").values()) == {"COMPLETED"}
     assert parents[0].data.metrics["trials_completed"] == 3
     assert "worker tuner1 silent for over 10 s" in (tmp_path / "chief.log").read_text()
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_worker_restarted_with_its_id_gets_its_trial_and_run_back(tmp_path, tracking_server):
+    from mnist99.stages.tune import TIMED_OUT_TAG
+
+    overrides = smoke_search_cfg(tmp_path, "tune.max_trials=2", "tune.trial_timeout=120")
+    oracle = f"127.0.0.1:{free_port()}"
+    worker = ["--role", "worker", "--oracle", oracle, "--worker-id", "1", "--parent-wait", "120"]
+    procs = {"chief": start_tune(tmp_path, "chief", overrides, "--role", "chief", "--oracle", oracle),
+             "worker1": start_tune(tmp_path, "worker1", overrides, *worker)}
+    try:
+        wait_until(lambda: running_trial_of("tuner1") is not None, 180, procs, "tuner1's trial")
+        killed = running_trial_of("tuner1")
+        os.killpg(procs["worker1"].pid, signal.SIGKILL)
+        procs.pop("worker1").wait(timeout=30)
+        procs["again"] = start_tune(tmp_path, "again", overrides, *worker)
+        wait_until(lambda: all(p.poll() is not None for p in procs.values()), 240, procs, "the search to end")
+        assert {n: p.returncode for n, p in procs.items()} == {"chief": 0, "again": 0}, logs(tmp_path)
+    finally:
+        kill_all(procs)
+    _, trials = search_runs(tracking_server)
+    assert sorted(r.data.tags["mnist99.trial_id"] for r in trials) == ["0", "1"], logs(tmp_path)
+    assert {r.info.status for r in trials} == {"FINISHED"}
+    resumed = next(r for r in trials if r.data.tags["mnist99.trial_id"] == killed)
+    assert TIMED_OUT_TAG not in resumed.data.tags, "the chief timed the trial out instead of giving it back"
+    assert resumed.data.tags["mnist99.trial_status"] == "COMPLETED"
+    assert "silent" not in (tmp_path / "chief.log").read_text()
