@@ -53,17 +53,19 @@ def test_a_silent_workers_trial_goes_to_the_next_worker_that_asks(tmp_path):
     assert oracle.create_trial("tuner1").trial_id == first.trial_id
     clock.now = 12.0
     complete(oracle, "1")
-    clock.now = 14.0  # no trial left to create, tuner1's is 9 s silent: tuner2 waits instead of stopping
-    assert oracle.create_trial("tuner2").status == IDLE and "tuner2" in oracle.tuner_ids
+    clock.now = 14.0  # no trial left to create, tuner1's is 9 s silent: tuner2 and tuner3 wait instead of stopping
+    assert oracle.create_trial("tuner2").status == IDLE and oracle.create_trial("tuner3").status == IDLE
     assert timeouts == [] and not exit_chief(oracle)
-    clock.now = 15.5  # 10.5 s silent: timed out, and handed to the worker that asked
+    clock.now = 15.5  # tuner1 10.5 s silent: let go, its trial handed to the worker that asked
     retry = oracle.create_trial("tuner2")
     assert (retry.trial_id, retry.status) == (first.trial_id, RUNNING)
-    assert timeouts == [(first.trial_id, "tuner1")] and "tuner1" not in oracle.tuner_ids
+    assert timeouts == [(first.trial_id, "tuner1")] and oracle.tuner_ids == {"tuner2", "tuner3"}
     assert oracle.ongoing_trials == {"tuner2": retry}
+    clock.now = 30.0  # tuner3 died while it waited: 16 s silent, let go too, with no trial to queue
     complete(oracle, first.trial_id)
     assert oracle.create_trial("tuner2").status == STOPPED
-    assert exit_chief(oracle), "the chief would wait for the lost worker forever"
+    assert exit_chief(oracle), "the chief would wait for the lost workers forever"
+    assert timeouts == [(first.trial_id, "tuner1")]
     assert {t.status for t in oracle.trials.values()} == {"COMPLETED"}
 
 
@@ -76,8 +78,8 @@ def test_an_epoch_heartbeat_keeps_a_long_trial_with_its_worker(tmp_path):
         assert oracle.create_trial("tuner2").status == IDLE
     assert timeouts == [] and oracle.ongoing_trials == {"tuner1": trial}
     clock.now = 34.5
-    assert oracle.expire_silent_trials() == [trial.trial_id] and timeouts == [(trial.trial_id, "tuner1")]
-    assert oracle.expire_silent_trials() == []
+    assert oracle.expire_silent_workers() == [trial.trial_id] and timeouts == [(trial.trial_id, "tuner1")]
+    assert oracle.expire_silent_workers() == []
 
 
 def test_the_chief_marks_a_timed_out_trials_run_killed_and_its_retry_reopens_it(store):
@@ -152,7 +154,7 @@ def test_a_search_on_a_server_outlives_a_worker_killed_mid_trial(tmp_path, track
     assert retried.data.tags[TIMED_OUT_TAG] == "tuner1" and retried.data.tags["mnist99.tuner_id"] == "tuner2"
     assert set(trial_states(tmp_path / "tuning").values()) == {"COMPLETED"}
     assert parents[0].data.metrics["trials_completed"] == 3
-    assert "worker tuner1 silent for over 10 s" in (tmp_path / "chief.log").read_text()
+    assert "Worker tuner1 silent for over 10 s: let go, trial" in (tmp_path / "chief.log").read_text()
 
 
 @pytest.mark.integration

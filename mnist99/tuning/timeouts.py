@@ -1,4 +1,4 @@
-"""A chief/worker search that outlives a lost worker: the chief takes a silent worker's trial back.
+"""A chief/worker search that outlives a lost worker: the chief lets a silent worker go and takes its trial back.
 
 KerasTuner 1.4 has no trial timeout. Its chief keeps a trial in ``ongoing_trials`` under the worker's
 tuner id until that worker ends it: a worker restarted with the same id gets the trial back from
@@ -24,61 +24,71 @@ OnTimeout = Callable[[str, str], None]  # (trial id, tuner id of the worker that
 
 
 class TrialTimeout:
-    """Oracle mixin for the chief: a trial not heard of for ``trial_timeout`` seconds goes back in the queue.
+    """Oracle mixin for the chief: a worker not heard of for ``trial_timeout`` seconds is let go, its trial queued again.
 
-    Heard of: handed out (a restarted worker asking again with its id counts), or asked for by
-    :class:`TrialHeartbeat` after an epoch. The silent worker's id leaves ``tuner_ids``, so the chief can
-    end without it, and ``on_timeout`` is told (the ``tune`` stage marks the trial's MLflow run KILLED).
-    A worker that would be told to stop while other trials are ongoing is told to wait instead, as
-    Hyperband does between brackets: one of those trials may still time out and need it.
+    Heard of: it asked for a trial (a restarted worker asking again with its id counts, and so does a
+    waiting worker's next ask), asked for its trial after an epoch (:class:`TrialHeartbeat`), or ended
+    it. A silent worker's id leaves ``tuner_ids``, so the chief can end without it; its trial goes to the
+    next worker that asks, and ``on_timeout`` is told (the ``tune`` stage marks the trial's MLflow run
+    KILLED). A worker that would be told to stop while other trials are ongoing is told to wait
+    instead, as Hyperband does between brackets: one of those trials may still time out and need it.
     Checked when a worker asks for a trial, i.e. when one is free to take the retry.
     """
 
     trial_timeout: float
     on_timeout: OnTimeout | None
     clock: Callable[[], float]
-    heard: dict[str, float]  # trial id -> when the chief last heard of it
+    heard: dict[str, float]  # tuner id -> when the chief last heard of that worker
+
+    def _hear(self, trial_id: str) -> None:
+        for tuner_id, trial in self.ongoing_trials.items():
+            if trial.trial_id == trial_id:
+                self.heard[tuner_id] = self.clock()
 
     @keras_tuner.synchronized
     def create_trial(self, tuner_id: str) -> Trial:
-        self.expire_silent_trials()
+        self.expire_silent_workers()
+        self.heard[tuner_id] = self.clock()
         trial = super().create_trial(tuner_id)
-        if trial.status == TrialStatus.RUNNING:
-            self.heard[trial.trial_id] = self.clock()
-        elif trial.status == TrialStatus.STOPPED and self.ongoing_trials:
+        if trial.status == TrialStatus.STOPPED and self.ongoing_trials:
             self.tuner_ids.add(tuner_id)  # KerasTuner dropped it with the STOPPED answer
             return Trial(self.get_space(), status=TrialStatus.IDLE)
+        if trial.status == TrialStatus.STOPPED:
+            del self.heard[tuner_id]
         return trial
 
     @keras_tuner.synchronized
     def get_trial(self, trial_id: str) -> Trial:
-        if trial_id in self.heard:
-            self.heard[trial_id] = self.clock()
+        self._hear(trial_id)
         return super().get_trial(trial_id)
 
     @keras_tuner.synchronized
     def end_trial(self, trial: Trial) -> None:
-        self.heard.pop(trial.trial_id, None)
+        self._hear(trial.trial_id)
         super().end_trial(trial)
 
     @keras_tuner.synchronized
-    def expire_silent_trials(self) -> list[str]:
-        """Queue again every ongoing trial not heard of for ``trial_timeout`` seconds; returns their ids."""
+    def expire_silent_workers(self) -> list[str]:
+        """Let go of every worker not heard of for ``trial_timeout`` seconds; returns the trial ids queued again."""
         now = self.clock()
-        silent = {tuner_id: trial.trial_id for tuner_id, trial in self.ongoing_trials.items()
-                  if now - self.heard.setdefault(trial.trial_id, now) > self.trial_timeout}
-        for tuner_id, trial_id in silent.items():
-            del self.ongoing_trials[tuner_id]
+        silent = sorted(tuner_id for tuner_id in self.tuner_ids
+                        if now - self.heard.setdefault(tuner_id, now) > self.trial_timeout)
+        lost = {}
+        for tuner_id in silent:
             self.tuner_ids.discard(tuner_id)
-            del self.heard[trial_id]
-            self._retry_queue.append(trial_id)
-            print(f"Trial {trial_id}: worker {tuner_id} silent for over {self.trial_timeout:g} s; queued again")
-        if silent:
+            del self.heard[tuner_id]
+            trial = self.ongoing_trials.pop(tuner_id, None)
+            print(f"Worker {tuner_id} silent for over {self.trial_timeout:g} s: let go"
+                  + (f", trial {trial.trial_id} queued again" if trial else ""))
+            if trial is not None:
+                self._retry_queue.append(trial.trial_id)
+                lost[trial.trial_id] = tuner_id
+        if lost:
             self.save()  # before the hooks: a hook that fails leaves the queue as saved
-        for tuner_id, trial_id in silent.items():
+        for trial_id, tuner_id in lost.items():
             if self.on_timeout is not None:
                 self.on_timeout(trial_id, tuner_id)
-        return list(silent.values())
+        return list(lost)
 
 
 def with_trial_timeout(oracle: keras_tuner.Oracle, seconds: float, on_timeout: OnTimeout | None = None,
