@@ -82,6 +82,31 @@ def test_an_epoch_heartbeat_keeps_a_long_trial_with_its_worker(tmp_path):
     assert oracle.expire_silent_workers() == []
 
 
+def test_a_worker_beats_after_each_epoch_and_pauses_only_between_idle_asks(monkeypatch):
+    from types import SimpleNamespace
+
+    from mnist99.tuning import timeouts
+
+    class Tuner:  # the hooks of KerasTuner's BaseTuner/Tuner that the mixin extends
+        def pre_create_trial(self): pass
+        def on_trial_begin(self, trial): pass
+        def on_epoch_end(self, trial, model, epoch, logs=None): pass
+
+    sleeps, asked = [], []
+    monkeypatch.setattr(timeouts.time, "sleep", sleeps.append)
+    worker = type("Worker", (timeouts.TrialHeartbeat, Tuner), {})()
+    worker.oracle = SimpleNamespace(get_trial=asked.append)
+    worker.pre_create_trial()  # the first ask
+    worker.pre_create_trial()  # the ask before was answered IDLE: pause
+    assert sleeps == [timeouts.IDLE_WAIT_SECONDS]
+    trial = SimpleNamespace(trial_id="3")
+    worker.on_trial_begin(trial)
+    worker.on_epoch_end(trial, None, 0)
+    worker.on_epoch_end(trial, None, 1)
+    worker.pre_create_trial()  # after a trial: at once
+    assert sleeps == [timeouts.IDLE_WAIT_SECONDS] and asked == ["3", "3"]
+
+
 def test_the_chief_marks_a_timed_out_trials_run_killed_and_its_retry_reopens_it(store):
     from mnist99.stages.tune import TIMED_OUT_TAG, TRIAL_TAG, _mark_timed_out
 
