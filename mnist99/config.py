@@ -336,6 +336,7 @@ class TuneConfig(Section):
     output: str  # the best hyperparameters, for `train -c`
     experiment: str
     space: dict[str, ParamSpec]
+    trial_timeout: float = Field(gt=0)  # seconds; chief: a worker silent this long loses its trial
 
 
 class Config(Section):

@@ -7,7 +7,8 @@ one child run per trial (params, per-epoch metrics, tags mnist99.trial_id/trial_
 and ``tune.output``: the best values as a config file for ``train -c`` and ``ensemble -c``.
 
 Several processes or machines: one ``--role chief --oracle HOST:PORT`` and workers ``--role worker
---oracle HOST:PORT --worker-id N`` sharing the project folder and tracking store (docs/TUNING.md).
+--oracle HOST:PORT --worker-id N`` sharing the project folder and tracking store (docs/TUNING.md); the
+chief hands a trial whose worker went silent for ``tune.trial_timeout`` seconds to another worker.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import argparse
 import json
 import os
 import time
+from functools import partial
 from pathlib import Path
 
 from mnist99 import tracking, tuning
@@ -26,6 +28,7 @@ from mnist99.reports import plots, trials
 
 PARENT_FILE = "mlflow_parent_run.json"  # in the project folder: the search's parent run, for resume and workers
 TRIAL_TAG = "mnist99.trial_id"
+TIMED_OUT_TAG = "mnist99.timed_out_worker"  # on a trial's run: the worker the chief last took it from
 DESCRIPTION = "mnist99 tune: one parent run per KerasTuner search, one nested run per trial."
 
 
@@ -39,7 +42,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 class TrialRuns:
-    """Tuner mixin: every trial runs inside a nested MLflow run, found again by trial id when a trial is retried."""
+    """Tuner mixin: every trial runs inside a nested MLflow run, found again by trial id when a trial is retried.
+
+    One child run per trial, kept by reuse: every attempt at a trial (a search rerun after a crash, a
+    worker restarted with the same id, the retry of a trial the chief timed out) reopens the run
+    tagged with its trial id, so the attempt that completes ends that one run FINISHED. A timed-out
+    attempt's run is KILLED in between (:func:`_mark_timed_out`), never left RUNNING.
+    """
 
     def __init__(self, *args, run_cfg: Config, parent_run_id: str, **kwargs) -> None:
         self.run_cfg = run_cfg
@@ -68,6 +77,14 @@ class TrialRuns:
         tracking.update_run(run_id, tags={"mnist99.trial_status": ended.status}, metrics=score)
 
 
+def _mark_timed_out(parent_run_id: str, trial_id: str, tuner_id: str) -> None:
+    """The chief's answer to a silent worker: its trial's run KILLED and tagged, until a retry reopens it."""
+    run_id = tracking.child_runs(parent_run_id, TRIAL_TAG).get(trial_id)
+    if run_id is not None:  # none if the worker died before its trial's run began
+        tracking.update_run(run_id, tags={"mnist99.trial_status": "TIMED_OUT", TIMED_OUT_TAG: tuner_id},
+                            status="KILLED")
+
+
 def _parent_file(cfg: Config) -> Path:
     return Path(cfg.tune.directory) / tuning.project_name(cfg) / PARENT_FILE
 
@@ -93,6 +110,7 @@ def _wait_for_parent(path: Path, seconds: float) -> str:
 
 def _search(cfg: Config, splits, parent_run_id: str, verbose: int):
     tuner = tuning.make_tuner(cfg, tuning.ConfigHyperModel(cfg, len(splits.y_train)), hooks=TrialRuns,
+                              on_trial_timeout=partial(_mark_timed_out, parent_run_id),
                               run_cfg=cfg, parent_run_id=parent_run_id)
     tuner.search(splits, epochs=cfg.tune.max_epochs, verbose=verbose)
     return tuner

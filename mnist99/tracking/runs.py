@@ -82,13 +82,17 @@ def log_dataset(splits, context_prefix: str = "") -> None:
     mlflow.set_tag("mnist99.data_digest", splits.digest)
 
 
-def update_run(run_id: str, tags: dict[str, str] | None = None, metrics: dict[str, float] | None = None) -> None:
-    """Tag and score a run that is not the active one (e.g. a trial after its run ended)."""
+def update_run(run_id: str, tags: dict[str, str] | None = None, metrics: dict[str, float] | None = None,
+               status: str | None = None) -> None:
+    """Tag and score a run that is not the active one (e.g. a trial after its run ended); ``status``
+    (e.g. ``KILLED``) ends it, for a run whose process is gone."""
     client = mlflow.MlflowClient()
     for key, value in (tags or {}).items():
         client.set_tag(run_id, key, str(value))
     for key, value in (metrics or {}).items():
         client.log_metric(run_id, key, float(value))
+    if status is not None:
+        client.set_terminated(run_id, status=status)
 
 
 def log_figure(fig, path: str) -> None:

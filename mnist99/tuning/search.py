@@ -9,6 +9,7 @@ from typing import Any
 
 import keras
 import keras_tuner
+from keras_tuner.src.distribute import utils as dist_utils  # how KerasTuner itself reads its role
 
 from mnist99.config import Config
 from mnist99.data import Splits
@@ -16,6 +17,7 @@ from mnist99.errors import ConfigError
 from mnist99.training.fit import fit_datasets
 from mnist99.training.recipe import compile_model, configure_runtime
 from mnist99.tuning.space import project_name, trial_config
+from mnist99.tuning.timeouts import OnTimeout, TrialHeartbeat, with_trial_timeout
 from mnist99.tuning.tuners import TUNERS
 
 # Chosen on validation data only: the test set stays for reporting the model trained afterwards.
@@ -56,19 +58,25 @@ class ConfigHyperModel(keras_tuner.HyperModel):
 
 
 def make_tuner(cfg: Config, hypermodel: keras_tuner.HyperModel, hooks: type | None = None,
-               **hook_kwargs: Any) -> keras_tuner.Tuner:
+               on_trial_timeout: OnTimeout | None = None, **hook_kwargs: Any) -> keras_tuner.Tuner:
     """The tuner named by ``tune.tuner`` on its project folder, reloaded if it exists (``overwrite=False``).
 
     ``hooks`` is a mixin class placed before the tuner class (for trial tracking); ``hook_kwargs`` go
-    to its ``__init__``. Chief/worker mode comes from the KERASTUNER_* environment, read here.
+    to its ``__init__``. Chief/worker mode comes from the KERASTUNER_* environment, read here: a
+    worker's tuner sends heartbeats, and the chief's oracle takes back a trial not heard of for
+    ``tune.trial_timeout`` seconds, calling ``on_trial_timeout(trial_id, tuner_id)``.
     """
     tuner_cls, kwargs = TUNERS.get(cfg.tune.tuner)(cfg.tune)
-    if hooks is not None:
-        tuner_cls = type(f"{hooks.__name__}{tuner_cls.__name__}", (hooks, tuner_cls), {})
+    worker = dist_utils.has_chief_oracle() and not dist_utils.is_chief_oracle()
+    mixins = tuple(m for m in (hooks, TrialHeartbeat if worker else None) if m is not None)
+    if mixins:
+        tuner_cls = type("".join(m.__name__ for m in (*mixins, tuner_cls)), (*mixins, tuner_cls), {})
     tuner = tuner_cls(hypermodel=hypermodel, objective=OBJECTIVE, seed=cfg.seed, overwrite=False,
                       executions_per_trial=cfg.tune.executions_per_trial, directory=cfg.tune.directory,
                       project_name=project_name(cfg), **kwargs, **hook_kwargs)
     requeue_lost_trials(tuner.oracle)
+    if dist_utils.is_chief_oracle():
+        with_trial_timeout(tuner.oracle, cfg.tune.trial_timeout, on_trial_timeout)
     return tuner
 
 

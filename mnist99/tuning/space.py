@@ -106,13 +106,13 @@ def overrides_yaml(overrides: dict[str, Any], header: str = "") -> str:
 def search_digest(cfg: Config) -> str:
     """8 hex digits of what defines a search (space, budget, base model/data/training), for the project name.
 
-    Output paths, tracking and verbosity are left out, so the same search gets the same project folder
-    (and resumes) wherever it writes its results; so are values equal to ``configs/default.yaml``'s,
+    Output paths, tracking, verbosity and the chief's trial timeout are left out, so the same search gets
+    the same project folder (and resumes) wherever it writes its results; so are values equal to ``configs/default.yaml``'s,
     so adding a config key with its default value leaves the digest, and the folders of existing
     searches, unchanged.
     """
     skipped = ("tracking.", "export.", "ensemble.", "study.", "data.path", "data.cache_dir", "train.verbose",
-               "tune.output", "tune.directory", "tune.project", "tune.experiment")
+               "tune.output", "tune.directory", "tune.project", "tune.experiment", "tune.trial_timeout")
     base = flatten(defaults())
     differs = {key: value for key, value in flatten(cfg).items()
                if not key.startswith(skipped) and (key not in base or base[key] != value)}

@@ -1,0 +1,211 @@
+"""A chief/worker search against a tracking server that loses a worker: the chief's trial timeout
+(unit, with a fake clock) and real processes (chief + 2 workers, one SIGKILLed)."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import keras_tuner
+import mlflow
+import pytest
+
+from tests.test_tune import free_port, kill_all, logs, search_runs, smoke_search_cfg, start_tune, trial_states, wait_until
+
+IDLE, RUNNING, STOPPED = "IDLE", "RUNNING", "STOPPED"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def timed_oracle(tmp_path, clock, timeouts, max_trials=2):
+    from mnist99.tuning.timeouts import with_trial_timeout
+
+    hp = keras_tuner.HyperParameters()
+    hp.Float("x", 0.0, 1.0)
+    oracle = keras_tuner.oracles.RandomSearchOracle(objective="val_accuracy", max_trials=max_trials,
+                                                    hyperparameters=hp, seed=1)
+    oracle._set_project_dir(str(tmp_path), "p")
+    return with_trial_timeout(oracle, 10.0, on_timeout=lambda *ids: timeouts.append(ids), clock=clock)
+
+
+def complete(oracle, trial_id: str) -> None:
+    oracle.update_trial(trial_id, {"val_accuracy": 0.5})
+    trial = oracle.get_trial(trial_id)
+    trial.status = "COMPLETED"
+    oracle.end_trial(trial)
+
+
+def test_a_silent_workers_trial_goes_to_the_next_worker_that_asks(tmp_path):
+    from keras_tuner.src.distribute.oracle_chief import exit_chief
+
+    clock, timeouts = Clock(), []
+    oracle = timed_oracle(tmp_path, clock, timeouts)
+    first = oracle.create_trial("tuner1")
+    assert oracle.create_trial("tuner2").trial_id != first.trial_id
+    clock.now = 5.0  # tuner1 restarted with the same id: KerasTuner gives it its own trial back
+    assert oracle.create_trial("tuner1").trial_id == first.trial_id
+    clock.now = 12.0
+    complete(oracle, "1")
+    clock.now = 14.0  # no trial left to create, tuner1's is 9 s silent: tuner2 and tuner3 wait instead of stopping
+    assert oracle.create_trial("tuner2").status == IDLE and oracle.create_trial("tuner3").status == IDLE
+    assert timeouts == [] and not exit_chief(oracle)
+    clock.now = 15.5  # tuner1 10.5 s silent: let go, its trial handed to the worker that asked
+    retry = oracle.create_trial("tuner2")
+    assert (retry.trial_id, retry.status) == (first.trial_id, RUNNING)
+    assert timeouts == [(first.trial_id, "tuner1")] and oracle.tuner_ids == {"tuner2", "tuner3"}
+    assert oracle.ongoing_trials == {"tuner2": retry}
+    clock.now = 30.0  # tuner3 died while it waited: 16 s silent, let go too, with no trial to queue
+    complete(oracle, first.trial_id)
+    assert oracle.create_trial("tuner2").status == STOPPED
+    assert exit_chief(oracle), "the chief would wait for the lost workers forever"
+    assert timeouts == [(first.trial_id, "tuner1")]
+    assert {t.status for t in oracle.trials.values()} == {"COMPLETED"}
+
+
+def test_an_epoch_heartbeat_keeps_a_long_trial_with_its_worker(tmp_path):
+    clock, timeouts = Clock(), []
+    oracle = timed_oracle(tmp_path, clock, timeouts, max_trials=1)
+    trial = oracle.create_trial("tuner1")
+    for clock.now in (8.0, 16.0, 24.0):  # a trial of three 8 s epochs: a GetTrial after each
+        oracle.get_trial(trial.trial_id)
+        assert oracle.create_trial("tuner2").status == IDLE
+    assert timeouts == [] and oracle.ongoing_trials == {"tuner1": trial}
+    clock.now = 34.5
+    assert oracle.expire_silent_workers() == [trial.trial_id] and timeouts == [(trial.trial_id, "tuner1")]
+    assert oracle.expire_silent_workers() == []
+
+
+def test_a_worker_beats_after_each_epoch_and_pauses_only_between_idle_asks(monkeypatch):
+    from types import SimpleNamespace
+
+    from mnist99.tuning import timeouts
+
+    class Tuner:  # the hooks of KerasTuner's BaseTuner/Tuner that the mixin extends
+        def pre_create_trial(self): pass
+        def on_trial_begin(self, trial): pass
+        def on_epoch_end(self, trial, model, epoch, logs=None): pass
+
+    sleeps, asked = [], []
+    monkeypatch.setattr(timeouts.time, "sleep", sleeps.append)
+    worker = type("Worker", (timeouts.TrialHeartbeat, Tuner), {})()
+    worker.oracle = SimpleNamespace(get_trial=asked.append)
+    worker.pre_create_trial()  # the first ask
+    worker.pre_create_trial()  # the ask before was answered IDLE: pause
+    assert sleeps == [timeouts.IDLE_WAIT_SECONDS]
+    trial = SimpleNamespace(trial_id="3")
+    worker.on_trial_begin(trial)
+    worker.on_epoch_end(trial, None, 0)
+    worker.on_epoch_end(trial, None, 1)
+    worker.pre_create_trial()  # after a trial: at once
+    assert sleeps == [timeouts.IDLE_WAIT_SECONDS] and asked == ["3", "3"]
+
+
+def test_the_chief_marks_a_timed_out_trials_run_killed_and_its_retry_reopens_it(store):
+    from mnist99.stages.tune import TIMED_OUT_TAG, TRIAL_TAG, _mark_timed_out
+
+    mlflow.set_experiment("t")
+    with mlflow.start_run() as parent:
+        trial_run = mlflow.MlflowClient().create_run(parent.info.experiment_id, tags={
+            "mlflow.parentRunId": parent.info.run_id, TRIAL_TAG: "3"}).info.run_id
+        _mark_timed_out(parent.info.run_id, "7", "tuner9")  # no run for trial 7 yet: nothing to mark
+        _mark_timed_out(parent.info.run_id, "3", "tuner1")
+    run = mlflow.get_run(trial_run)
+    assert run.info.status == "KILLED" and run.data.tags[TIMED_OUT_TAG] == "tuner1"
+    with mlflow.start_run(run_id=trial_run):
+        pass
+    assert mlflow.get_run(trial_run).info.status == "FINISHED"
+
+
+# --- real processes: a tracking server, a chief and two workers --------------------------------
+
+@pytest.fixture
+def tracking_server(tmp_path, monkeypatch):
+    """A plain ``mlflow server`` on SQLite with served artifacts, set as MLFLOW_TRACKING_URI."""
+    from mnist99.tracking.server import answering
+
+    port = free_port()
+    argv = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "--serve-artifacts", "--artifacts-destination", str(tmp_path / "art"), "--host", "127.0.0.1",
+            "--port", str(port), "--workers", "1"]
+    with open(tmp_path / "server.log", "w") as log, \
+            answering(argv, "127.0.0.1", port, stdout=log, stderr=subprocess.STDOUT) as server:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
+        mlflow.set_tracking_uri(server.url)
+        yield server.url
+
+
+def running_trial_of(tuner_id: str) -> str | None:
+    """The trial id of ``tuner_id``'s RUNNING trial run on the server, if any."""
+    runs = mlflow.search_runs(experiment_names=["mnist99-tune"], output_format="list",
+                              filter_string=f"tags.`mnist99.tuner_id` = '{tuner_id}' AND attributes.status = 'RUNNING'")
+    return runs[0].data.tags["mnist99.trial_id"] if runs else None
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_search_on_a_server_outlives_a_worker_killed_mid_trial(tmp_path, tracking_server):
+    from mnist99.stages.tune import TIMED_OUT_TAG
+
+    overrides = smoke_search_cfg(tmp_path, "tune.max_trials=3", "tune.trial_timeout=10")
+    oracle = f"127.0.0.1:{free_port()}"
+    procs = {"chief": start_tune(tmp_path, "chief", overrides, "--role", "chief", "--oracle", oracle)}
+    killed = None
+    try:
+        procs.update({f"worker{i}": start_tune(tmp_path, f"worker{i}", overrides, "--role", "worker",
+                                               "--oracle", oracle, "--worker-id", str(i), "--parent-wait", "120")
+                      for i in (1, 2)})
+        wait_until(lambda: running_trial_of("tuner1") is not None, 180, procs, "tuner1's trial")
+        killed = running_trial_of("tuner1")
+        os.killpg(procs["worker1"].pid, signal.SIGKILL)
+        procs.pop("worker1").wait(timeout=30)
+        wait_until(lambda: all(p.poll() is not None for p in procs.values()), 240, procs, "the search to end")
+        assert {n: p.returncode for n, p in procs.items()} == {"chief": 0, "worker2": 0}, logs(tmp_path)
+    finally:
+        kill_all(procs)
+    parents, trials = search_runs(tracking_server)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED", logs(tmp_path)
+    by_trial = {r.data.tags["mnist99.trial_id"]: r for r in trials}
+    assert sorted(by_trial) == ["0", "1", "2"] and len(trials) == 3, "a trial has more than one run"
+    assert {r.info.status for r in trials} == {"FINISHED"}, logs(tmp_path)
+    assert {r.data.tags["mnist99.trial_status"] for r in trials} == {"COMPLETED"}
+    retried = by_trial[killed]
+    assert retried.data.tags[TIMED_OUT_TAG] == "tuner1" and retried.data.tags["mnist99.tuner_id"] == "tuner2"
+    assert set(trial_states(tmp_path / "tuning").values()) == {"COMPLETED"}
+    assert parents[0].data.metrics["trials_completed"] == 3
+    assert "Worker tuner1 silent for over 10 s: let go, trial" in (tmp_path / "chief.log").read_text()
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_worker_restarted_with_its_id_gets_its_trial_and_run_back(tmp_path, tracking_server):
+    from mnist99.stages.tune import TIMED_OUT_TAG
+
+    overrides = smoke_search_cfg(tmp_path, "tune.max_trials=2", "tune.trial_timeout=120")
+    oracle = f"127.0.0.1:{free_port()}"
+    worker = ["--role", "worker", "--oracle", oracle, "--worker-id", "1", "--parent-wait", "120"]
+    procs = {"chief": start_tune(tmp_path, "chief", overrides, "--role", "chief", "--oracle", oracle),
+             "worker1": start_tune(tmp_path, "worker1", overrides, *worker)}
+    try:
+        wait_until(lambda: running_trial_of("tuner1") is not None, 180, procs, "tuner1's trial")
+        killed = running_trial_of("tuner1")
+        os.killpg(procs["worker1"].pid, signal.SIGKILL)
+        procs.pop("worker1").wait(timeout=30)
+        procs["again"] = start_tune(tmp_path, "again", overrides, *worker)
+        wait_until(lambda: all(p.poll() is not None for p in procs.values()), 240, procs, "the search to end")
+        assert {n: p.returncode for n, p in procs.items()} == {"chief": 0, "again": 0}, logs(tmp_path)
+    finally:
+        kill_all(procs)
+    _, trials = search_runs(tracking_server)
+    assert sorted(r.data.tags["mnist99.trial_id"] for r in trials) == ["0", "1"], logs(tmp_path)
+    assert {r.info.status for r in trials} == {"FINISHED"}
+    resumed = next(r for r in trials if r.data.tags["mnist99.trial_id"] == killed)
+    assert TIMED_OUT_TAG not in resumed.data.tags, "the chief timed the trial out instead of giving it back"
+    assert resumed.data.tags["mnist99.trial_status"] == "COMPLETED"
+    assert "silent" not in (tmp_path / "chief.log").read_text()
