@@ -19,7 +19,7 @@ from mnist99.errors import Mnist99Error
 # Sub-command -> module under mnist99.stages. Each module has a docstring (its help text), a
 # ``run(cfg) -> dict`` entry function and, if it takes options beyond -c/--set, ``add_arguments(parser)``
 # plus ``run(cfg, args)``. Adding a stage is adding a module and a line here.
-STAGES = ["prepare", "train", "ensemble", "export", "run", "ui", "evaluate", "predict", "tune", "study"]
+STAGES = ["prepare", "train", "ensemble", "export", "run", "ui", "server", "evaluate", "predict", "tune", "study"]
 # Libraries whose start-up lines, INFO logs and warnings a user cannot act on; --verbose shows them.
 QUIET_LIBRARIES = ("mlflow", "tensorflow", "keras", "keras_tuner", "absl", "alembic", "sqlalchemy", "urllib3",
                    "matplotlib", "PIL", "google")
