@@ -5,7 +5,8 @@
 ``keys`` (cache keys and provenance digests), ``resume`` (a killed job's checkpoint folder and run),
 ``plans`` (a time budget's plan, found again by its key), ``claims`` (which process trains a member),
 ``callbacks`` (per-epoch logging), ``server`` (``mlflow server`` for the UI, ``mlflow models serve``) and
-``teamserver`` with ``postgres`` (the team tracking server on PostgreSQL). Callers use ``from mnist99 import
+``teamserver`` with ``postgres`` (the team tracking server on PostgreSQL); ``loadtest`` writes and
+counts metric points for benchmarks/tracking_load.py. Callers use ``from mnist99 import
 tracking``; the names below load on first use (PEP 562), so a stage module, and ``mnist99 --help``,
 imports neither MLflow nor Keras.
 """
