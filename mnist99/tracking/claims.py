@@ -86,7 +86,7 @@ def claimed(key: str, label: str, settings: ClaimConfig, clock: Callable[[], flo
     while True:
         try:
             made = client.create_registered_model(name, tags={HEARTBEAT_TAG: "0"},
-                                                  description=f"mnist99: {label} is trained by {holder}")
+                                                  description=f"trained by {holder}")
             break
         except MlflowException as exc:
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
@@ -96,7 +96,7 @@ def claimed(key: str, label: str, settings: ClaimConfig, clock: Callable[[], flo
         except MlflowException:  # released in between: try again at once
             continue
         if not said:
-            print(f"{label}: {(held.description or name).removeprefix('mnist99: ')}; waiting for it", flush=True)
+            print(f"{label}: {held.description or 'claimed'} (claim {name}); waiting for it", flush=True)
             said = True
         if watch.stale(f"{held.creation_timestamp}/{held.tags.get(HEARTBEAT_TAG)}"):
             break_claim(name, f"{name}@{held.creation_timestamp}", settings.stale, label)
