@@ -125,3 +125,14 @@ def assert_takes_a_training_step(model):
     probs = model.predict(x, verbose=0)
     assert probs.shape == (8, 10)
     return probs
+
+
+@pytest.fixture(scope="session")
+def team_server():
+    """``mnist99 server`` (PostgreSQL + MLflow, served artifacts) on free ports for the whole session
+    (tests/servers.py); skipped without PostgreSQL's programs, except under CI."""
+    from tests.servers import require_postgres, team_server
+
+    require_postgres()
+    with team_server() as server:
+        yield server
