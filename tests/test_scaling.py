@@ -149,3 +149,14 @@ def test_members_train_in_separate_processes_once_each_and_run_reuses_them_throu
     assert password not in team_server.log.read_text() + "".join(logs) + text
     for run in mlflow.search_runs([experiment], output_format="list"):
         assert password not in str(run.data.params) + str(run.data.tags)
+
+
+def test_ui_sends_a_tracking_server_user_to_the_server_itself(monkeypatch):
+    from argparse import Namespace
+
+    from mnist99.config import load_config
+    from mnist99.stages import ui
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")
+    with pytest.raises(InputError, match="serves its own UI: open http://127.0.0.1:1"):
+        ui.run(load_config([], []), Namespace(host="127.0.0.1", port=5000))

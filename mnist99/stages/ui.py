@@ -13,6 +13,7 @@ from contextlib import AbstractContextManager
 
 from mnist99 import tracking
 from mnist99.config import Config
+from mnist99.errors import InputError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(cfg: Config, args: argparse.Namespace) -> dict:
     """Serve the UI until Ctrl-C or SIGTERM (then stop the server and return normally); returns the URL."""
+    uri = tracking.tracking_uri(cfg)
+    if uri.startswith(("http://", "https://")):
+        raise InputError(f"the store {uri} is a tracking server, which serves its own UI: open {uri} in a browser")
     url = f"http://{args.host}:{args.port}"
     until_stopped("ui", tracking.serving(cfg, args.host, args.port),
                   [f"MLflow UI for {tracking.tracking_uri(cfg)}: {url}  (Ctrl-C stops it)"])
