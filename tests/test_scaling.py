@@ -160,3 +160,27 @@ def test_ui_sends_a_tracking_server_user_to_the_server_itself(monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")
     with pytest.raises(InputError, match="serves its own UI: open http://127.0.0.1:1"):
         ui.run(load_config([], []), Namespace(host="127.0.0.1", port=5000))
+
+
+def test_workers_with_a_budget_use_the_first_workers_plan(store, tiny_splits, monkeypatch, capsys):
+    """The first worker times and plans under the plan's claim and records the plan on a ``plan`` run;
+    the next one (another process, another machine) plans nothing and gets the same epochs."""
+    import time
+
+    from mnist99 import tracking
+    from mnist99.config import load_config
+    from mnist99.stages import ensemble
+    from mnist99.training import probe
+    from tests.test_budget import fake_speeds
+
+    cfg = load_config(None, ["ensemble.size=3", "train.budget=2m", "train.budget_max_epochs=1000"])
+    monkeypatch.setattr(probe, "measure_speeds", fake_speeds)
+    tracking.setup(cfg)
+    first, (plan, key) = ensemble.plan_once(cfg, tiny_splits, started=time.time())
+    (recorder,) = mlflow.search_runs(filter_string="tags.`mnist99.stage` = 'plan'", output_format="list")
+    assert recorder.info.status == "FINISHED" and recorder.data.tags[tracking.PLAN_KEY_TAG] == key
+    monkeypatch.setattr(probe, "measure_speeds", lambda *a, **k: pytest.fail("a second worker timed its own plan"))
+    second, (again, _) = ensemble.plan_once(cfg, tiny_splits, started=time.time() + 60)
+    assert again == plan and second == first
+    assert len(mlflow.search_runs(filter_string="tags.`mnist99.stage` = 'plan'", output_format="list")) == 1
+    assert not mlflow.MlflowClient().search_registered_models(f"name LIKE '{claims.PREFIX}%'")  # claim released

@@ -15,7 +15,6 @@ so a rerun trains and reuses the same members; ``budget_used`` at the end.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import time
 from contextlib import AbstractContextManager
 
@@ -197,11 +196,7 @@ def run(cfg: Config, args: argparse.Namespace | None = None) -> dict:
 
 def run_member(cfg: Config, index: int, started: float, force: bool = False) -> dict:
     """Member ``index`` (from 1) alone, as an ordinary (not nested) train run under its claim, or the
-    FINISHED run another process trained; returns its run id (and metrics when trained here).
-
-    With a budget, the first worker's plan is the plan of all: it is made under a claim on the plan's
-    key and recorded on a ``plan`` run of its own before the claim is released, where the others find it.
-    """
+    FINISHED run another process trained; returns its run id (and metrics when trained here)."""
     from mnist99.delivery.ensemble import member_plan
 
     size = len(member_plan(cfg))
@@ -211,16 +206,24 @@ def run_member(cfg: Config, index: int, started: float, force: bool = False) -> 
         raise ConfigError(f"--member {index}: ensemble.members[{index - 1}].run_id names its run; nothing to train")
     tracking.setup(cfg)
     splits = make_splits(cfg.data, cfg.seed)
-    key = tracking.cache_key("ensemble", cfg, splits.digest)
-    planning = tracking.claimed(f"plan-{key}", "ensemble: the budget's plan", cfg.tracking.claim) \
-        if cfg.train.budget else contextlib.nullcontext()
-    with planning:
-        cfg, budgeted = plan_budget(cfg, splits, started, force)
-        if budgeted is not None and (force or tracking.recorded_plan(budgeted[1]) is None):
-            with tracking.stage_run(cfg, "plan", f"budget-plan-{run_name(cfg)}"):
-                tracking.record_plan(budgeted[1], budgeted[0].to_dict(), budgeted[0].params())
+    cfg, budgeted = plan_once(cfg, splits, started, force)
     out = fit_member(cfg, splits, index, force=force, budgeted=budgeted is not None)
     out.pop("model", None)
     print(f"ensemble: member {index}/{size}: run {out['run_id']}; `mnist99 ensemble` or `mnist99 run` with the "
           "same config combines the members once all are FINISHED")
     return out
+
+
+def plan_once(cfg: Config, splits: Splits, started: float, force: bool = False) -> tuple[Config, tuple[Plan, str] | None]:
+    """:func:`plan_budget` for workers that each train one member: the first worker's plan is the plan
+    of all. It is made under a claim on the plan's key and recorded on a ``plan`` run of its own
+    before the claim is released, where the others (and a later ``run --budget``) find it."""
+    if cfg.train.budget is None:
+        return cfg, None
+    key = tracking.cache_key("ensemble", cfg, splits.digest)
+    with tracking.claimed(f"plan-{key}", "ensemble: the budget's plan", cfg.tracking.claim):
+        planned, budgeted = plan_budget(cfg, splits, started, force)
+        if budgeted is not None and (force or tracking.recorded_plan(budgeted[1]) is None):
+            with tracking.stage_run(cfg, "plan", f"budget-plan-{run_name(cfg)}"):
+                tracking.record_plan(budgeted[1], budgeted[0].to_dict(), budgeted[0].params())
+    return planned, budgeted
