@@ -35,10 +35,10 @@ class FakeClock:
         self.sleeps += 1
 
 
-def held_claim(key: str) -> str:
+def held_claim(key: str, holder: str = "another-machine:1") -> str:
     """A claim as a holder leaves it, with a RUNNING run tagged with it; returns the run id."""
     client = mlflow.MlflowClient()
-    made = client.create_registered_model(claims.PREFIX + key, tags={claims.HEARTBEAT_TAG: "0"})
+    made = client.create_registered_model(claims.PREFIX + key, tags={claims.HEARTBEAT_TAG: "0", claims.HOLDER_TAG: holder})
     run = client.create_run(client.create_experiment(f"exp-{key}"),
                             tags={claims.RUN_CLAIM_TAG: f"{made.name}@{made.creation_timestamp}"})
     return run.info.run_id
@@ -51,8 +51,20 @@ def test_a_claim_without_heartbeats_is_broken_after_the_stale_period_and_its_run
         assert claim.name == claims.PREFIX + "k1"
     assert SETTINGS.stale <= clock.now <= SETTINGS.stale + 2 * claims.POLL_S  # waited the stale period, no longer
     assert mlflow.MlflowClient().get_run(run_id).info.status == "KILLED"
-    assert "missed its heartbeats" in capsys.readouterr().err
+    assert "no heartbeat for 5 s" in capsys.readouterr().err
     assert not mlflow.MlflowClient().search_registered_models(f"name = '{claims.PREFIX}k1'")  # released
+
+
+def test_a_claim_of_a_dead_process_on_this_machine_is_broken_at_once(store):
+    import socket
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    run_id = held_claim("k3", f"{socket.gethostname()}:{dead.pid}")
+    clock = FakeClock()
+    with claims.claimed("k3", "member 3/3", SETTINGS, clock=clock, sleep=clock.sleep):
+        assert clock.now == 0  # no stale period waited
+    assert mlflow.MlflowClient().get_run(run_id).info.status == "KILLED"
 
 
 def test_a_claim_whose_heartbeat_moves_is_waited_for_never_broken(store):

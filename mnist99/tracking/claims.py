@@ -10,7 +10,8 @@ then finds the FINISHED run and reuses it.
 The holder re-tags its claim every ``tracking.claim.heartbeat`` seconds from a background thread and
 tags its train run with the claim. A waiter that sees the same heartbeat for ``tracking.claim.stale``
 seconds on its own clock (no clocks are compared across machines) breaks the claim: the holder's
-RUNNING train run is marked KILLED and the waiter trains the member itself.
+RUNNING train run is marked KILLED and the waiter trains the member itself. A holder on the waiter's
+own machine whose process is gone (a rerun after SIGKILL) is broken at once, without the wait.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from mnist99.config import ClaimConfig
 
 PREFIX = "mnist99.claim-"
 HEARTBEAT_TAG = "mnist99.heartbeat"  # on the claim: a counter the holder's thread advances
+HOLDER_TAG = "mnist99.holder"  # on the claim: <host>:<pid> of the holder
 RUN_CLAIM_TAG = "mnist99.claim"  # on the holder's train run: which claim (name@creation time) it trained under
 POLL_S = 1.0
 
@@ -82,10 +84,11 @@ def claimed(key: str, label: str, settings: ClaimConfig, clock: Callable[[], flo
     client = mlflow.MlflowClient()
     name = PREFIX + key
     holder = f"pid {os.getpid()} on {socket.gethostname()}"
+    tags = {HEARTBEAT_TAG: "0", HOLDER_TAG: f"{socket.gethostname()}:{os.getpid()}"}
     watch, said = Watch(settings.stale, clock), False
     while True:
         try:
-            made = client.create_registered_model(name, tags={HEARTBEAT_TAG: "0"},
+            made = client.create_registered_model(name, tags=tags,
                                                   description=f"trained by {holder}")
             break
         except MlflowException as exc:
@@ -98,7 +101,7 @@ def claimed(key: str, label: str, settings: ClaimConfig, clock: Callable[[], flo
         if not said:
             print(f"{label}: {held.description or 'claimed'} (claim {name}); waiting for it", flush=True)
             said = True
-        if watch.stale(f"{held.creation_timestamp}/{held.tags.get(HEARTBEAT_TAG)}"):
+        if watch.stale(f"{held.creation_timestamp}/{held.tags.get(HEARTBEAT_TAG)}") or gone(held.tags.get(HOLDER_TAG)):
             break_claim(name, f"{name}@{held.creation_timestamp}", settings.stale, label)
             watch = Watch(settings.stale, clock)
             continue
@@ -110,10 +113,24 @@ def claimed(key: str, label: str, settings: ClaimConfig, clock: Callable[[], flo
         claim.release()
 
 
+def gone(holder: str | None) -> bool:
+    """Whether ``holder`` (``<host>:<pid>``) is a process of this machine that no longer exists."""
+    host, _, pid = (holder or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
 def break_claim(name: str, token: str, stale_s: float, label: str) -> None:
     """Delete a stale claim and mark the RUNNING runs made under it KILLED."""
-    print(f"{label}: the claim {name} missed its heartbeats for {stale_s:.0f} s: its holder is gone; "
-          "marking its run KILLED and training the member here", file=sys.stderr, flush=True)
+    print(f"{label}: the holder of the claim {name} is gone (its process ended, or no heartbeat for "
+          f"{stale_s:.0f} s); marking its run KILLED and training the member here", file=sys.stderr, flush=True)
     client = mlflow.MlflowClient()
     for run in mlflow.search_runs(filter_string=f"tags.`{RUN_CLAIM_TAG}` = '{token}' AND attributes.status = 'RUNNING'",
                                   search_all_experiments=True, output_format="list"):
