@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -50,7 +51,7 @@ def env_for(url: str) -> dict[str, str]:
 def team_server(parent: Path | None = None) -> Iterator[TeamServer]:
     """``mnist99 server`` on free ports, with its folder in a fresh directory every user can traverse
     (as root, PostgreSQL runs as the user ``postgres``); stopped with SIGTERM at the end, which must
-    stop it cleanly (exit code 0)."""
+    stop it cleanly (exit code 0), and the directory removed."""
     from mnist99.tracking.server import free_port, wait_until_up
 
     root = Path(tempfile.mkdtemp(prefix="mnist99-server-", dir=parent))
@@ -71,3 +72,4 @@ def team_server(parent: Path | None = None) -> Iterator[TeamServer]:
             os.killpg(process.pid, signal.SIGKILL)
             raise
         assert code == 0, f"mnist99 server exited with {code} on SIGTERM:\n{log.read_text()[-3000:]}"
+        shutil.rmtree(root, ignore_errors=True)
