@@ -103,8 +103,10 @@ def test_a_server_beyond_loopback_needs_credentials_and_keeps_them_out_of_argv(t
     creds = tmp_path / "admin"
     creds.write_text("alice:s3cret-pw\n")
     auth = teamserver.auth_for("0.0.0.0", tmp_path / "srv", teamserver.read_credentials(creds))
-    argv = teamserver.server_argv("postgresql://u@127.0.0.1:1/db", "file:///a", "0.0.0.0", 5000, auth)
+    argv = teamserver.server_argv("postgresql://u@127.0.0.1:1/db", "file:///a", "0.0.0.0", 5000, auth, "gpu-box:5000")
     assert argv[argv.index("--app-name") + 1] == "basic-auth"
+    hosts = argv[argv.index("--allowed-hosts") + 1].split(",")
+    assert "gpu-box:5000" in hosts and "localhost" in hosts and "192.168.*" in hosts  # added to MLflow's default
     assert "s3cret-pw" not in " ".join(argv) and auth.env[teamserver.ADMIN_PASSWORD_ENV] == "s3cret-pw"
     creds.write_text("no-colon\n")
     with pytest.raises(InputError, match="user:password"):

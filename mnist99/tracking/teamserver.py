@@ -92,20 +92,28 @@ def artifacts_destination(cfg: Config) -> str:
     return folder.resolve().as_uri()
 
 
-def server_argv(backend_uri: str, artifacts: str, host: str, port: int, auth: Auth | None) -> list[str]:
-    """``mlflow server`` on ``backend_uri`` with served artifacts; one worker (four crowd a 2-core machine)."""
+def server_argv(backend_uri: str, artifacts: str, host: str, port: int, auth: Auth | None,
+                allowed_hosts: str | None = None) -> list[str]:
+    """``mlflow server`` on ``backend_uri`` with served artifacts; one worker (four crowd a 2-core machine);
+    ``allowed_hosts``: Host headers accepted besides MLflow's default (localhost, private IPs)."""
     argv = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri, "--serve-artifacts",
             "--artifacts-destination", artifacts, "--host", host, "--port", str(port), "--workers", "1"]
+    if allowed_hosts:  # MLflow's flag replaces its default list: keep it, and add these
+        from mlflow.server.security_utils import get_default_allowed_hosts
+
+        argv += ["--allowed-hosts", ",".join([*get_default_allowed_hosts(), allowed_hosts])]
     return argv + ["--app-name", "basic-auth"] if auth else argv
 
 
 @contextlib.contextmanager
-def serving(cfg: Config, host: str, port: int, auth: Auth | None, **popen) -> Iterator[Server]:
+def serving(cfg: Config, host: str, port: int, auth: Auth | None, allowed_hosts: str | None = None,
+            **popen) -> Iterator[Server]:
     """PostgreSQL (its database created on first use) and ``mlflow server`` on it, answering at
     ``http://host:port``; both stopped on exit, the server first."""
     folder = Path(cfg.server.dir)
     artifacts = artifacts_destination(cfg)
     with postgres.running(folder, free_port(), cfg.server.database) as db:
         env = {**os.environ, **db.env, **(auth.env if auth else {})}
-        with answering(server_argv(db.uri, artifacts, host, port, auth), host, port, env=env, **popen) as server:
+        argv = server_argv(db.uri, artifacts, host, port, auth, allowed_hosts)
+        with answering(argv, host, port, env=env, **popen) as server:
             yield server
