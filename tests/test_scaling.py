@@ -198,3 +198,13 @@ def test_workers_with_a_budget_use_the_first_workers_plan(store, tiny_splits, mo
     assert again == plan and second == first
     assert len(mlflow.search_runs(filter_string="tags.`mnist99.stage` = 'plan'", output_format="list")) == 1
     assert not mlflow.MlflowClient().search_registered_models(f"name LIKE '{claims.PREFIX}%'")  # claim released
+
+
+@pytest.mark.parametrize("index", [0, 4])
+def test_a_member_outside_the_ensemble_is_one_line_naming_it(index):
+    from mnist99.config import load_config
+    from mnist99.errors import ConfigError
+    from mnist99.stages import ensemble
+
+    with pytest.raises(ConfigError, match=rf"^--member {index}: the ensemble has members 1\.\.3$"):
+        ensemble.run_member(load_config([], ["ensemble.size=3"]), index, started=0)
