@@ -102,7 +102,7 @@ def claimed(key: str, label: str, settings: ClaimConfig, clock: Callable[[], flo
             print(f"{label}: {held.description or 'claimed'} (claim {name}); waiting for it", flush=True)
             said = True
         if watch.stale(f"{held.creation_timestamp}/{held.tags.get(HEARTBEAT_TAG)}") or gone(held.tags.get(HOLDER_TAG)):
-            break_claim(name, f"{name}@{held.creation_timestamp}", settings.stale, label)
+            break_claim(name, held.creation_timestamp, settings.stale, label)
             watch = Watch(settings.stale, clock)
             continue
         sleep(POLL_S)
@@ -127,12 +127,22 @@ def gone(holder: str | None) -> bool:
     return False
 
 
-def break_claim(name: str, token: str, stale_s: float, label: str) -> None:
-    """Delete a stale claim and mark the RUNNING runs made under it KILLED."""
+def break_claim(name: str, created: int, stale_s: float, label: str) -> None:
+    """Delete the stale claim ``name`` made at ``created`` and mark the RUNNING runs made under it KILLED.
+
+    A claim made since (another waiter broke the stale one first and holds a new one) is left alone;
+    what remains is the moment between reading it here and deleting it.
+    """
+    client = mlflow.MlflowClient()
+    try:
+        if client.get_registered_model(name).creation_timestamp != created:
+            return
+    except MlflowException:  # released or broken in between
+        return
     print(f"{label}: the holder of the claim {name} is gone (its process ended, or no heartbeat for "
           f"{stale_s:.0f} s); marking its run KILLED and training the member here", file=sys.stderr, flush=True)
-    client = mlflow.MlflowClient()
-    for run in mlflow.search_runs(filter_string=f"tags.`{RUN_CLAIM_TAG}` = '{token}' AND attributes.status = 'RUNNING'",
+    for run in mlflow.search_runs(filter_string=f"tags.`{RUN_CLAIM_TAG}` = '{name}@{created}' AND "
+                                                "attributes.status = 'RUNNING'",
                                   search_all_experiments=True, output_format="list"):
         client.set_terminated(run.info.run_id, "KILLED")
     with contextlib.suppress(MlflowException):
