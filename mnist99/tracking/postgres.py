@@ -119,8 +119,10 @@ def _wait_ready(port: int, process: subprocess.Popen, timeout: float = STARTUP_S
 def create_database(port: int, name: str, env: dict[str, str]) -> None:
     """``CREATE DATABASE name`` unless it exists, through psycopg 3: SQLAlchemy 2.1's driver for
     ``postgresql://`` URIs, so the one MLflow uses."""
-    import psycopg
-
+    try:
+        import psycopg
+    except ImportError:
+        raise TrackingError("mnist99 server needs psycopg, PostgreSQL's driver: pip install 'mnist99[server]'") from None
     os.environ.update(env)  # libpq reads PGPASSFILE from this process's environment
     with psycopg.connect(host="127.0.0.1", port=port, user=USER, dbname="postgres", autocommit=True) as db:
         if db.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:

@@ -9,6 +9,7 @@ log show none of them.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import ipaddress
 import os
 import secrets
@@ -65,6 +66,8 @@ def auth_for(host: str, folder: Path, credentials: tuple[str, str] | None) -> Au
             return None
         raise InputError(f"--host {host} is reachable from other machines: it needs MLflow basic auth; set "
                          f"{ADMIN_PASSWORD_ENV} (and {ADMIN_USER_ENV}) or pass --credentials FILE (user:password)")
+    if importlib.util.find_spec("flask_wtf") is None:
+        raise InputError("MLflow's basic-auth app needs Flask-WTF: pip install 'mnist99[server]'")
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / "basic_auth.ini"
     config.write_text(f"[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{(folder / 'basic_auth.db').resolve()}\n"
