@@ -6,7 +6,7 @@ MNIST99_DATA ?= $(abspath ../shared/data/mnist)
 export MNIST99_DATA
 CONFIG ?= default
 
-.PHONY: setup browser run test test-fast lint clean
+.PHONY: setup browser postgres run test test-fast test-scaling lint clean
 
 $(BIN)/mnist99: setup.cfg pyproject.toml
 	$(PYTHON) -m venv --system-site-packages $(VENV)  # reuses what the machine has; installs the rest
@@ -28,14 +28,27 @@ browser:
 	  || echo "chromium not installed: the UI browser test will be skipped"; \
 	fi
 
+## Debian's PostgreSQL programs for the team-server tests (tests/test_scaling.py starts its own cluster;
+## no service is used); needs root or sudo
+postgres:
+	@if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q postgresql \
+	  || echo "postgresql not installed: the team-server tests will be skipped"; \
+	fi
+
 ## The default test suite, the same command CI runs (two pytest-xdist workers: most tests wait on
 ## subprocesses, servers or one-thread work, so two share 2 cores well)
 test: setup browser
-	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q -n 2 --maxschedchunk 1
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q -n 2 --maxschedchunk 1 -m "not scaling"
 
 ## The inner loop, under a minute: the tests not marked slow or integration
 test-fast: setup
-	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q -n 2 --maxschedchunk 1 -m "not slow and not integration"
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q -n 2 --maxschedchunk 1 -m "not slow and not integration and not scaling"
+
+## The team-server tests (docs/SCALING.md): PostgreSQL + `mnist99 server` with workers as real processes
+test-scaling: setup postgres
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q -n 2 --maxschedchunk 1 -m scaling
 
 lint: setup
 	$(BIN)/python -m ruff check mnist99 tests pipelines benchmarks

@@ -19,7 +19,7 @@ from mnist99.errors import Mnist99Error
 # Sub-command -> module under mnist99.stages. Each module has a docstring (its help text), a
 # ``run(cfg) -> dict`` entry function and, if it takes options beyond -c/--set, ``add_arguments(parser)``
 # plus ``run(cfg, args)``. Adding a stage is adding a module and a line here.
-STAGES = ["prepare", "train", "ensemble", "export", "run", "ui", "evaluate", "predict", "tune", "study"]
+STAGES = ["prepare", "train", "ensemble", "export", "run", "ui", "server", "evaluate", "predict", "tune", "study"]
 # Libraries whose start-up lines, INFO logs and warnings a user cannot act on; --verbose shows them.
 QUIET_LIBRARIES = ("mlflow", "tensorflow", "keras", "keras_tuner", "absl", "alembic", "sqlalchemy", "urllib3",
                    "matplotlib", "PIL", "google")
@@ -115,6 +115,8 @@ def quiet_libraries(verbose: bool) -> None:
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")  # read when mlflow configures its loggers
     # MLflow draws a tqdm bar on stderr for every artifact download (export, evaluate --run-id load models).
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # Against a tracking server MLflow prints a "View run ... at: URL" pair for every run it ends.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     for name in QUIET_LIBRARIES:
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module=rf"({'|'.join(QUIET_LIBRARIES)})(\.|$)")

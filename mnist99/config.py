@@ -255,6 +255,19 @@ class MemberConfig(Section):
     overrides: dict[str, Any] = Field(default_factory=dict)
 
 
+class ClaimConfig(Section):
+    """A member's claim in the registry (mnist99.tracking.claims): seconds between heartbeats, and until stale."""
+
+    heartbeat: float = Field(gt=0)
+    stale: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _stale_after_beats(self) -> ClaimConfig:
+        if self.stale <= 2 * self.heartbeat:
+            raise ValueError(f"stale ({self.stale:g} s) must exceed two heartbeats ({self.heartbeat:g} s each)")
+        return self
+
+
 class EnsembleConfig(Section):
     size: int = Field(ge=1, le=50)
     members: list[MemberConfig]  # empty: seeds seed, seed+1, ...
@@ -274,6 +287,15 @@ class TrackingConfig(Section):
     uri: str | None  # default: $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db
     experiment: str
     system_metrics: bool  # MLflow's CPU/memory/disk/GPU sampling, every 10 s: ~0.1 ms a sample
+    claim: ClaimConfig
+
+
+class ServerConfig(Section):
+    """The team tracking server (stage ``server``): PostgreSQL and served artifacts."""
+
+    dir: str = Field(min_length=1)
+    artifacts: str | None  # None: <dir>/artifacts
+    database: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
 class DiagnosticsConfig(Section):
@@ -349,6 +371,7 @@ class Config(Section):
     evaluate: EvaluateConfig
     export: ExportConfig
     tracking: TrackingConfig
+    server: ServerConfig
     diagnostics: DiagnosticsConfig
     study: StudyConfig
     tune: TuneConfig

@@ -137,3 +137,14 @@ def pytest_collection_modifyitems(config, items):
     """
     items.sort(key=lambda item: (item.get_closest_marker("slow") is None,
                                  item.get_closest_marker("integration") is None))
+
+
+@pytest.fixture(scope="session")
+def team_server():
+    """``mnist99 server`` (PostgreSQL + MLflow, served artifacts) on free ports for the whole session
+    (tests/servers.py); skipped without PostgreSQL's programs, except under CI."""
+    from tests.servers import require_postgres, team_server
+
+    require_postgres()
+    with team_server() as server:
+        yield server

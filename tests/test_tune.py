@@ -1,4 +1,5 @@
-"""The tune stage: search space, HyperModel, and real smoke searches (killed and resumed, distributed)."""
+"""The tune stage: search space, HyperModel, and a real smoke search killed and resumed (distributed
+searches against a team server: tests/test_tune_server.py)."""
 from __future__ import annotations
 
 import json
@@ -124,10 +125,10 @@ def smoke_search_cfg(tmp_path: Path, *sets: str):
             f"tune.output={tmp_path / 'tuned.yaml'}", *sets]
 
 
-def search_runs(store: str) -> tuple[list, list]:
+def search_runs(store: str, experiment: str = "mnist99-tune") -> tuple[list, list]:
     """(parent runs, trial runs) of the tune experiment."""
     mlflow.set_tracking_uri(store)
-    runs = mlflow.search_runs(experiment_names=["mnist99-tune"], output_format="list")
+    runs = mlflow.search_runs(experiment_names=[experiment], output_format="list")
     parents = [r for r in runs if r.data.tags.get("mnist99.stage") == "tune"]
     return parents, [r for r in runs if r.data.tags.get("mnist99.stage") == "tune-trial"]
 
@@ -219,30 +220,6 @@ def test_killed_search_resumes_without_duplicate_trial_runs(tmp_path, store):
     check_finished_search(store, out, tmp_path, trials_expected=3)  # as an uninterrupted search leaves it
     assert set(trial_states(tmp_path / "tuning").values()) == {"COMPLETED"}
     assert out["trials"] == 3
-
-
-@pytest.mark.integration
-@pytest.mark.slow
-def test_distributed_search_runs_every_trial_once(tmp_path, store):
-    overrides = smoke_search_cfg(tmp_path, "tune.max_trials=4")
-    oracle = f"127.0.0.1:{free_port()}"
-    procs = {"chief": start_tune(tmp_path, "chief", overrides, "--role", "chief", "--oracle", oracle)}
-    try:
-        procs.update({f"worker{i}": start_tune(tmp_path, f"worker{i}", overrides, "--role", "worker",
-                                               "--oracle", oracle, "--worker-id", str(i), "--parent-wait", "120")
-                      for i in (1, 2)})
-        wait_until(lambda: all(p.poll() is not None for p in procs.values()), 240, procs, "the search to end")
-        assert {n: p.returncode for n, p in procs.items()} == {"chief": 0, "worker1": 0, "worker2": 0}, logs(tmp_path)
-    finally:
-        kill_all(procs)
-    parents, trials = search_runs(store)
-    assert len(parents) == 1 and parents[0].info.status == "FINISHED", logs(tmp_path)
-    assert sorted(r.data.tags["mnist99.trial_id"] for r in trials) == ["0", "1", "2", "3"], logs(tmp_path)
-    assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in trials)
-    assert {r.data.tags["mnist99.tuner_id"] for r in trials} <= {"tuner1", "tuner2"}
-    assert trial_states(tmp_path / "tuning") == {f"trial_{i}": "COMPLETED" for i in range(4)}
-    assert parents[0].data.metrics["trials_completed"] == 4
-    assert (tmp_path / "tuned.yaml").is_file()
 
 
 def test_a_trial_lost_between_kerastuner_saves_is_run_again(tmp_path):

@@ -1,11 +1,10 @@
-"""A chief/worker search against a tracking server that loses a worker: the chief's trial timeout
-(unit, with a fake clock) and real processes (chief + 2 workers, one SIGKILLed)."""
+"""A chief/worker search against the team tracking server that loses a worker: the chief's trial timeout
+(unit, with a fake clock) and real processes on PostgreSQL + ``mnist99 server`` (chief + 2 workers, one
+SIGKILLed; a worker restarted with its id)."""
 from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 
 import keras_tuner
 import mlflow
@@ -126,34 +125,29 @@ def test_the_chief_marks_a_timed_out_trials_run_killed_and_its_retry_reopens_it(
 # --- real processes: a tracking server, a chief and two workers --------------------------------
 
 @pytest.fixture
-def tracking_server(tmp_path, monkeypatch):
-    """A plain ``mlflow server`` on SQLite with served artifacts, set as MLFLOW_TRACKING_URI."""
-    from mnist99.tracking.server import answering
-
-    port = free_port()
-    argv = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
-            "--serve-artifacts", "--artifacts-destination", str(tmp_path / "art"), "--host", "127.0.0.1",
-            "--port", str(port), "--workers", "1"]
-    with open(tmp_path / "server.log", "w") as log, \
-            answering(argv, "127.0.0.1", port, stdout=log, stderr=subprocess.STDOUT) as server:
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
-        mlflow.set_tracking_uri(server.url)
-        yield server.url
+def tracking_server(team_server, tmp_path, monkeypatch):
+    """The session's team server (PostgreSQL + ``mnist99 server``) as MLFLOW_TRACKING_URI, and an
+    experiment of this test's own on it; yields (url, experiment)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", team_server.url)
+    mlflow.set_tracking_uri(team_server.url)
+    yield team_server.url, f"tune-{tmp_path.name}"
 
 
-def running_trial_of(tuner_id: str) -> str | None:
+def running_trial_of(tuner_id: str, experiment: str) -> str | None:
     """The trial id of ``tuner_id``'s RUNNING trial run on the server, if any."""
-    runs = mlflow.search_runs(experiment_names=["mnist99-tune"], output_format="list",
+    runs = mlflow.search_runs(experiment_names=[experiment], output_format="list",
                               filter_string=f"tags.`mnist99.tuner_id` = '{tuner_id}' AND attributes.status = 'RUNNING'")
     return runs[0].data.tags["mnist99.trial_id"] if runs else None
 
 
 @pytest.mark.integration
 @pytest.mark.slow
+@pytest.mark.scaling
 def test_a_search_on_a_server_outlives_a_worker_killed_mid_trial(tmp_path, tracking_server):
     from mnist99.stages.tune import TIMED_OUT_TAG
 
-    overrides = smoke_search_cfg(tmp_path, "tune.max_trials=3", "tune.trial_timeout=10")
+    url, experiment = tracking_server
+    overrides = smoke_search_cfg(tmp_path, "tune.max_trials=3", "tune.trial_timeout=10", f"tune.experiment={experiment}")
     oracle = f"127.0.0.1:{free_port()}"
     procs = {"chief": start_tune(tmp_path, "chief", overrides, "--role", "chief", "--oracle", oracle)}
     killed = None
@@ -161,15 +155,15 @@ def test_a_search_on_a_server_outlives_a_worker_killed_mid_trial(tmp_path, track
         procs.update({f"worker{i}": start_tune(tmp_path, f"worker{i}", overrides, "--role", "worker",
                                                "--oracle", oracle, "--worker-id", str(i), "--parent-wait", "120")
                       for i in (1, 2)})
-        wait_until(lambda: running_trial_of("tuner1") is not None, 180, procs, "tuner1's trial")
-        killed = running_trial_of("tuner1")
+        wait_until(lambda: running_trial_of("tuner1", experiment) is not None, 180, procs, "tuner1's trial")
+        killed = running_trial_of("tuner1", experiment)
         os.killpg(procs["worker1"].pid, signal.SIGKILL)
         procs.pop("worker1").wait(timeout=30)
         wait_until(lambda: all(p.poll() is not None for p in procs.values()), 240, procs, "the search to end")
         assert {n: p.returncode for n, p in procs.items()} == {"chief": 0, "worker2": 0}, logs(tmp_path)
     finally:
         kill_all(procs)
-    parents, trials = search_runs(tracking_server)
+    parents, trials = search_runs(url, experiment)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED", logs(tmp_path)
     by_trial = {r.data.tags["mnist99.trial_id"]: r for r in trials}
     assert sorted(by_trial) == ["0", "1", "2"] and len(trials) == 3, "a trial has more than one run"
@@ -184,17 +178,19 @@ def test_a_search_on_a_server_outlives_a_worker_killed_mid_trial(tmp_path, track
 
 @pytest.mark.integration
 @pytest.mark.slow
+@pytest.mark.scaling
 def test_a_worker_restarted_with_its_id_gets_its_trial_and_run_back(tmp_path, tracking_server):
     from mnist99.stages.tune import TIMED_OUT_TAG
 
-    overrides = smoke_search_cfg(tmp_path, "tune.max_trials=2", "tune.trial_timeout=120")
+    url, experiment = tracking_server
+    overrides = smoke_search_cfg(tmp_path, "tune.max_trials=2", "tune.trial_timeout=120", f"tune.experiment={experiment}")
     oracle = f"127.0.0.1:{free_port()}"
     worker = ["--role", "worker", "--oracle", oracle, "--worker-id", "1", "--parent-wait", "120"]
     procs = {"chief": start_tune(tmp_path, "chief", overrides, "--role", "chief", "--oracle", oracle),
              "worker1": start_tune(tmp_path, "worker1", overrides, *worker)}
     try:
-        wait_until(lambda: running_trial_of("tuner1") is not None, 180, procs, "tuner1's trial")
-        killed = running_trial_of("tuner1")
+        wait_until(lambda: running_trial_of("tuner1", experiment) is not None, 180, procs, "tuner1's trial")
+        killed = running_trial_of("tuner1", experiment)
         os.killpg(procs["worker1"].pid, signal.SIGKILL)
         procs.pop("worker1").wait(timeout=30)
         procs["again"] = start_tune(tmp_path, "again", overrides, *worker)
@@ -202,7 +198,7 @@ def test_a_worker_restarted_with_its_id_gets_its_trial_and_run_back(tmp_path, tr
         assert {n: p.returncode for n, p in procs.items()} == {"chief": 0, "again": 0}, logs(tmp_path)
     finally:
         kill_all(procs)
-    _, trials = search_runs(tracking_server)
+    _, trials = search_runs(url, experiment)
     assert sorted(r.data.tags["mnist99.trial_id"] for r in trials) == ["0", "1"], logs(tmp_path)
     assert {r.info.status for r in trials} == {"FINISHED"}
     resumed = next(r for r in trials if r.data.tags["mnist99.trial_id"] == killed)

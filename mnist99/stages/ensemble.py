@@ -21,6 +21,7 @@ from contextlib import AbstractContextManager
 from mnist99 import tracking
 from mnist99.config import Config, MemberConfig
 from mnist99.data import Splits, make_splits
+from mnist99.errors import ConfigError
 from mnist99.reports.metrics import accuracy
 from mnist99.training.budget import Plan
 
@@ -32,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="retrain every member, even those with a FINISHED train run of the same config "
                              "(and with --budget, time and plan again)")
     add_budget(parser, "the whole job: members, evaluation and export")
+    parser.add_argument("--member", type=int, metavar="I",
+                        help="train only member I (1..N) as an ordinary train run, so that members train in separate "
+                             "processes or machines against one tracking server; a later `ensemble`/`run` reuses it")
 
 
 def run_name(cfg: Config) -> str:
@@ -62,42 +66,63 @@ def fit_members(cfg: Config, splits: Splits, force: bool = False, budgeted: Plan
     """Train (each in a nested run) or reuse every member; returns the models and their run ids.
 
     Reused: the run ids the config names, and (unless ``force``) FINISHED train runs of the same
-    member key, e.g. the members an interrupted ensemble had already finished. ``budgeted``: the plan
-    the epochs come from, so each member stops at its deadline and says when it or early stopping
-    ended it sooner; else the first member trained says when the job will end.
+    member key, e.g. the members an interrupted ensemble had already finished or other processes
+    trained (``--member I``). ``budgeted``: the plan the epochs come from (see :func:`fit_member`);
+    without one, the first member trained says when the job will end.
     """
     from mnist99.delivery.ensemble import member_plan
     from mnist99.delivery.loading import load_run_model
-    from mnist99.stages.train import budget_note, deadline, finish_timer, train_in_run
+    from mnist99.stages.train import finish_timer
 
     models, run_ids = [], []
     plan = member_plan(cfg)
     timed = budgeted is not None
-    planned = 0  # the plan's epochs are for the members the config does not name by run id, in order
     for i, (member_cfg, run_id) in enumerate(plan, start=1):
-        share, planned = planned, planned + (run_id is None)
-        found = None if force or run_id else tracking.cached_run("train", tracking.cache_key("train", member_cfg, splits.digest))
-        if found is not None:
-            run_id = found.info.run_id
-            print(f"ensemble: member {i}/{len(plan)} reuses FINISHED train run {run_id} (same config, data and code)")
         if run_id is None:
-            print(f"ensemble: member {i}/{len(plan)}: training {member_cfg.model.name}, seed {member_cfg.seed}, "
-                  f"{member_cfg.train.epochs} epoch(s) of {len(splits.y_train):,} images", flush=True)
-            name = f"member-{i}-{member_cfg.model.name}-s{member_cfg.seed}"
-            timer = deadline(budgeted, share) if timed else [
-                finish_timer(member_cfg, splits, f"ensemble: member {i}/{len(plan)}",
-                             members_after=len(plan) - i, ensemble_size=len(plan))]
-            timed = True
-            out = train_in_run(member_cfg, splits, nested=True, name=name, callbacks=timer)
-            note = budget_note(timer, out["epochs_run"], member_cfg.train.epochs) if budgeted else None
-            if note:
-                print(f"ensemble: member {i}/{len(plan)}: {note}")
-            models.append(out["model"])
-            run_ids.append(out["run_id"])
+            timer = [] if timed else [finish_timer(member_cfg, splits, f"ensemble: member {i}/{len(plan)}",
+                                                   members_after=len(plan) - i, ensemble_size=len(plan))]
+            out = fit_member(cfg, splits, i, nested=True, force=force, budgeted=budgeted, callbacks=timer)
+            timed = timed or "model" in out
+            run_id = out["run_id"]
         else:
-            models.append(load_run_model(run_id))
-            run_ids.append(run_id)
+            out = {}
+        models.append(out["model"] if "model" in out else load_run_model(run_id))
+        run_ids.append(run_id)
     return models, run_ids
+
+
+def fit_member(cfg: Config, splits: Splits, index: int, nested: bool = False, force: bool = False,
+               budgeted: Plan | None = None, callbacks: list | None = None) -> dict:
+    """Member ``index`` (from 1) of ``cfg``'s ensemble: its FINISHED train run of the same key (unless
+    ``force``), else trained here under its claim (:mod:`mnist99.tracking.claims`), waiting while
+    another process trains it. Returns ``run_id``, and the ``model`` and metrics when trained here.
+
+    ``budgeted``: the plan its epochs come from; the member stops at its deadline and says when it
+    or early stopping ended it before its planned epochs.
+    """
+    from mnist99.delivery.ensemble import member_plan
+    from mnist99.stages.train import budget_note, deadline, train_in_run
+
+    plan = member_plan(cfg)
+    member_cfg, label = plan[index - 1][0], f"ensemble: member {index}/{len(plan)}"
+    key = tracking.cache_key("train", member_cfg, splits.digest)
+    found = None if force else tracking.cached_run("train", key)
+    if found is None:
+        with tracking.claimed(key, label, cfg.tracking.claim) as claim:
+            found = None if force else tracking.cached_run("train", key)  # trained while this process waited
+            if found is None:
+                print(f"{label}: training {member_cfg.model.name}, seed {member_cfg.seed}, "
+                      f"{member_cfg.train.epochs} epoch(s) of {len(splits.y_train):,} images", flush=True)
+                name = f"member-{index}-{member_cfg.model.name}-s{member_cfg.seed}"
+                share = sum(run_id is None for _, run_id in plan[:index - 1])  # the plan covers unnamed members
+                extra = [*(callbacks or []), *deadline(budgeted, share)]
+                out = train_in_run(member_cfg, splits, nested=nested, name=name, callbacks=extra, tags=claim.run_tags)
+                note = budget_note(extra, out["epochs_run"], member_cfg.train.epochs) if budgeted else None
+                if note:
+                    print(f"{label}: {note}")
+                return out
+    print(f"{label} reuses FINISHED train run {found.info.run_id} (same config, data and code)")
+    return {"run_id": found.info.run_id}
 
 
 def parent_run(cfg: Config) -> AbstractContextManager:
@@ -150,11 +175,14 @@ def format_table(out: dict) -> str:
 
 def run(cfg: Config, args: argparse.Namespace | None = None) -> dict:
     """Train and combine the ensemble, in ``train.budget`` if set; returns its metrics, run id and member
-    run ids (no models)."""
+    run ids (no models). With ``--member I``: only that member, see :func:`run_member`."""
     from mnist99.stages.train import report_budget
 
     started = getattr(args, "started", None) or time.time()
     force = bool(getattr(args, "force", False))
+    member = getattr(args, "member", None)
+    if member is not None:
+        return run_member(cfg, member, started, force)
     tracking.setup(cfg)
     splits = make_splits(cfg.data, cfg.seed)
     cfg, budgeted = plan_budget(cfg, splits, started, force)
@@ -168,3 +196,38 @@ def run(cfg: Config, args: argparse.Namespace | None = None) -> dict:
     out.pop("model")
     out.pop("members")
     return out
+
+
+def run_member(cfg: Config, index: int, started: float, force: bool = False) -> dict:
+    """Member ``index`` (from 1) alone, as an ordinary (not nested) train run under its claim, or the
+    FINISHED run another process trained; returns its run id (and metrics when trained here)."""
+    from mnist99.delivery.ensemble import member_plan
+
+    size = len(member_plan(cfg))
+    if not 1 <= index <= size:
+        raise ConfigError(f"--member {index}: the ensemble has members 1..{size}")
+    if member_plan(cfg)[index - 1][1]:
+        raise ConfigError(f"--member {index}: ensemble.members[{index - 1}].run_id names its run; nothing to train")
+    tracking.setup(cfg)
+    splits = make_splits(cfg.data, cfg.seed)
+    cfg, budgeted = plan_once(cfg, splits, started, force)
+    out = fit_member(cfg, splits, index, force=force, budgeted=budgeted[0] if budgeted else None)
+    out.pop("model", None)
+    print(f"ensemble: member {index}/{size}: run {out['run_id']}; `mnist99 ensemble` or `mnist99 run` with the "
+          "same config combines the members once all are FINISHED")
+    return out
+
+
+def plan_once(cfg: Config, splits: Splits, started: float, force: bool = False) -> tuple[Config, tuple[Plan, str] | None]:
+    """:func:`plan_budget` for workers that each train one member: the first worker's plan is the plan
+    of all. It is made under a claim on the plan's key and recorded on a ``plan`` run of its own
+    before the claim is released, where the others (and a later ``run --budget``) find it."""
+    if cfg.train.budget is None:
+        return cfg, None
+    key = tracking.cache_key("ensemble", cfg, splits.digest)
+    with tracking.claimed(f"plan-{key}", "ensemble: the budget's plan", cfg.tracking.claim):
+        planned, budgeted = plan_budget(cfg, splits, started, force)
+        if budgeted is not None and (force or tracking.recorded_plan(budgeted[1]) is None):
+            with tracking.stage_run(cfg, "plan", f"budget-plan-{run_name(cfg)}"):
+                tracking.record_plan(budgeted[1], budgeted[0].to_dict(), budgeted[0].params())
+    return planned, budgeted

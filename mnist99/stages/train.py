@@ -106,16 +106,18 @@ def with_epochs(cfg: Config, epochs: int) -> Config:
 
 
 def train_in_run(cfg: Config, splits: Splits, nested: bool = False, name: str | None = None,
-                 callbacks: Sequence = (), budgeted: tuple[Plan, str] | None = None) -> dict:
+                 callbacks: Sequence = (), budgeted: tuple[Plan, str] | None = None,
+                 tags: dict[str, str] | None = None) -> dict:
     """Train one model inside its own (possibly nested) MLflow run; returns metrics, run id and model.
 
     ``callbacks``: more Keras callbacks for the fit. ``budgeted``: the plan and key to record on a new run.
+    ``tags``: more tags for the run (e.g. the claim it trains under).
     """
     from mnist99.training import diagnostics
     from mnist99.training.fit import train_model
 
     tags = {"mnist99.model": cfg.model.name, "mnist99.optimizer": cfg.train.optimizer.name,
-            tracking.CACHE_KEY_TAG: tracking.cache_key("train", cfg, splits.digest)}
+            tracking.CACHE_KEY_TAG: tracking.cache_key("train", cfg, splits.digest), **(tags or {})}
     ckpt = resume.checkpoint_dir(cfg, splits.digest)
     resumed = tracking.unfinished_run(resume.pending_run_id(ckpt))
     with tracking.stage_run(cfg, "train", name or run_name(cfg), tags=tags, nested=nested, run_id=resumed) as active:

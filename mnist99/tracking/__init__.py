@@ -3,8 +3,10 @@
 ``store`` (where runs live), ``runs`` (stage runs and what they log), ``queries`` (reading runs back),
 ``models`` (MLflow models and the registry), ``aliases`` (the registry's champion/challenger aliases),
 ``keys`` (cache keys and provenance digests), ``resume`` (a killed job's checkpoint folder and run),
-``plans`` (a time budget's plan, found again by its key), ``callbacks`` (per-epoch logging) and
-``server`` (``mlflow server`` for the UI, ``mlflow models serve``). Callers use ``from mnist99 import
+``plans`` (a time budget's plan, found again by its key), ``claims`` (which process trains a member),
+``callbacks`` (per-epoch logging), ``server`` (``mlflow server`` for the UI, ``mlflow models serve``) and
+``teamserver`` with ``postgres`` (the team tracking server on PostgreSQL); ``loadtest`` writes and
+counts metric points for benchmarks/tracking_load.py. Callers use ``from mnist99 import
 tracking``; the names below load on first use (PEP 562), so a stage module, and ``mnist99 --help``,
 imports neither MLflow nor Keras.
 """
@@ -17,6 +19,9 @@ _HOME = {
     **dict.fromkeys([
         'MlflowEpochLogger', 'current_lr'
     ], 'callbacks'),
+    **dict.fromkeys([
+        'claimed'
+    ], 'claims'),
     **dict.fromkeys([
         'CACHE_KEY_TAG', 'CODE_DIGEST_TAG', 'cache_key', 'code_digest', 'git_commit'
     ], 'keys'),

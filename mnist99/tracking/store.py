@@ -110,8 +110,9 @@ def _use_experiment(uri: str, name: str, description: str) -> str:
 
 
 def ui_command(cfg: Config) -> str:
-    """The command that opens this store in the MLflow UI (for messages)."""
-    return f"mnist99 ui --set tracking.uri={tracking_uri(cfg)}"
+    """The command that opens this store in the MLflow UI (for messages); a tracking server is its own UI."""
+    uri = tracking_uri(cfg)
+    return uri if uri.startswith(("http://", "https://")) else f"mnist99 ui --set tracking.uri={uri}"
 
 
 def use_store(cfg: Config) -> None:
