@@ -186,6 +186,8 @@ class ModelConfig(Section):
     leaky_alpha: float = Field(ge=0, lt=1)  # leaky_relu only
     maxout_pieces: int = Field(ge=2, le=8)  # maxout only
     bn_momentum: float = Field(gt=0, lt=1)  # lower tracks the moving statistics faster
+    residual: bool  # resmlp: each block added to its input
+    batchnorm: bool  # resmlp: BatchNormalization after every hidden Dense layer
 
 
 class OptimizerConfig(Section):
