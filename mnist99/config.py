@@ -296,10 +296,12 @@ class StudyArm(Section):
 
 
 class StudyConfig(Section):
-    """A grid of runs with the same seed and budget, compared on one parent run (stage ``study``)."""
+    """A grid of runs with the same seeds and budget, compared on one parent run (stage ``study``)."""
 
     name: str
     arms: list[StudyArm]
+    seeds: int = Field(ge=1, le=100)  # runs per arm, seeds seed, seed+1, ...: the same for every arm
+    reference: str | None  # the arm the others are compared with (an arm's name); None: the first arm
 
 
 class ParamSpec(Section):
