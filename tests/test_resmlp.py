@@ -1,4 +1,4 @@
-"""resmlp's switches: ``model.residual`` and ``model.batchnorm`` build the plain deep MLP of the depth study."""
+"""resmlp: its switches build the plain deep MLP of the depth study; the notes' SGD recipe configs."""
 import keras
 import pytest
 
@@ -38,3 +38,20 @@ def test_default_yaml_builds_the_notes_residual_batchnorm_mlp_and_the_plain_one_
     net = compile_model(plain, steps_per_epoch=1)
     net.run_eagerly = True  # a single step: tracing a tf.function would cost more than the step
     assert_takes_a_training_step(net)
+
+
+def test_the_notes_sgd_recipe_changes_only_the_optimiser_and_decays_in_four_steps_at_either_size():
+    from mnist99.training.optimizers import SCHEDULES
+
+    for base, sgd, epochs in ((["mlp"], ["mlp", "mlp-sgd"], 24),
+                              (["mlp", "mlp-cpu"], ["mlp", "mlp-cpu", "mlp-sgd", "mlp-sgd-cpu"], 40)):
+        adamw, notes = load_config(base), load_config(sgd)
+        assert notes.model == adamw.model and notes.augment == adamw.augment and notes.train.epochs == epochs
+        assert notes.train.model_dump(exclude={"optimizer", "schedule"}) == adamw.train.model_dump(
+            exclude={"optimizer", "schedule"})
+        assert (notes.train.optimizer.name, notes.train.optimizer.momentum, notes.train.schedule.name) == (
+            "sgd", 0.9, "step")
+        schedule = SCHEDULES.get("step")(notes.train.schedule, notes.train.optimizer.lr, 10, epochs)
+        rates = [float(schedule(step)) for step in range(0, 10 * epochs, 10)]
+        assert len(set(rates)) == 4 and rates == sorted(rates, reverse=True)
+        assert rates[0] == pytest.approx(notes.train.optimizer.lr)

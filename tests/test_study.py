@@ -26,12 +26,21 @@ def study_cfg(name: str, *overrides: str):
     ("activations", ["relu", "leaky_relu", "prelu", "elu", "selu", "maxout"]),
     ("optimizers", ["sgd", "sgd_momentum", "sgd_nesterov", "adagrad", "rmsprop", "adam", "adamw"]),
     ("initializers", ["he_normal", "glorot_uniform", "orthogonal", "lecun_normal"]),
+    ("depth", [f"d{d}_{v}" for d in (2, 4, 8, 10) for v in ("res_bn", "res", "bn", "plain")]),
 ])
 def test_each_study_file_gives_valid_arms_with_the_same_budget_and_diagnostics_on(name, arms):
-    plan = arm_configs(study_cfg(name))
-    assert [arm.name for arm, _ in plan] == arms
-    assert len({(c.seed, c.train.epochs, c.model.name, c.model.width, c.model.depth) for _, c in plan}) == 1
+    cfg = study_cfg(name)
+    plan = arm_configs(cfg)
+    assert [arm.name for arm, _ in plan] == arms and cfg.study.seeds == 5
+    assert len({(c.seed, c.train.epochs, c.model.name, c.model.width) for _, c in plan}) == 1
     assert all(c.diagnostics.enabled for _, c in plan)
+
+
+def test_the_depth_study_crosses_four_depths_with_residuals_and_batchnorm_on_and_off():
+    cfg = study_cfg("depth")
+    grid = [(c.model.depth, c.model.residual, c.model.batchnorm) for _, c in arm_configs(cfg)]
+    assert sorted(grid) == sorted((d, r, b) for d in (2, 4, 8, 10) for r in (True, False) for b in (True, False))
+    assert reference_arm(cfg) == "d10_res_bn" and cfg.model.width == 256 and cfg.train.epochs <= 10
 
 
 def test_arms_differ_only_by_their_overrides():
