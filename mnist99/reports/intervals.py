@@ -4,8 +4,8 @@ smallest difference a study of that many seeds detects.
 A study runs every arm with the same few seeds (typically 5), so the spread between seeds is
 estimated from the runs themselves and the Student-t distribution, not the normal, gives the
 interval. Differences between two arms pair up by seed: the seed fixes what both arms share
-beyond the studied choice (their batch order, for one), so the paired interval is the narrower
-honest one. Pure functions of numbers; no MLflow, no Keras.
+beyond the studied choice (their batch order, for one), and the paired difference cancels what
+it does to both alike. Pure functions of numbers; no MLflow, no Keras.
 """
 from __future__ import annotations
 
