@@ -37,11 +37,11 @@ def accuracy_figure(runs: list[ArmResult], title: str = "", confidence: float = 
     """Validation and test accuracy per arm: one point per seed, and the mean with its Student-t interval."""
     names = arm_names(runs)
     colours = _colours(names)
-    fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.2 * len(names) + 4), 4))
+    fig, axes = plt.subplots(2, 1, figsize=(max(6, 0.6 * len(names) + 3), 7.5))
     for ax, metric in zip(axes, ("val_accuracy", "test_accuracy")):
         for x, name in enumerate(names):
             values = list(by_seed(runs, name, metric).values())
-            ax.plot(x + _seed_offsets(len(values)), values, "o", color=colours[name], alpha=0.5, markersize=4)
+            ax.plot(x + _seed_offsets(len(values)), values, "o", color=colours[name], alpha=0.6, markersize=4, zorder=3)
             found = intervals.t_interval(values, confidence)
             spread = [[found.mean - found.low], [found.high - found.mean]] if found.n > 1 else None
             ax.errorbar([x], [found.mean], yerr=spread, fmt="_", color="black", markersize=14, capsize=4)

@@ -157,10 +157,9 @@ def run_study(cfg: Config, splits: Splits) -> dict:
             runs.append(train_or_reuse(study, arm, seed, arm_cfg, splits, label))
         markdown = log_comparison(cfg, runs)
     resume.clear(folder)
-    arms = {name: [r for r in runs if r.name == name] for name in dict.fromkeys(r.name for r in runs)}
     return {"run_id": parent.info.run_id, "table": markdown,
-            "arms": {name: {"run_ids": [r.run_id for r in found], "seeds": [r.seed for r in found]}
-                     for name, found in arms.items()}}
+            "arms": {arm.name: {"run_ids": [r.run_id for r in runs if r.name == arm.name],
+                                "seeds": [r.seed for r in runs if r.name == arm.name]} for arm in cfg.study.arms}}
 
 
 def run(cfg: Config) -> dict:
