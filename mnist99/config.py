@@ -186,6 +186,8 @@ class ModelConfig(Section):
     leaky_alpha: float = Field(ge=0, lt=1)  # leaky_relu only
     maxout_pieces: int = Field(ge=2, le=8)  # maxout only
     bn_momentum: float = Field(gt=0, lt=1)  # lower tracks the moving statistics faster
+    residual: bool  # resmlp: each block added to its input
+    batchnorm: bool  # resmlp: BatchNormalization after every hidden Dense layer
 
 
 class OptimizerConfig(Section):
@@ -316,10 +318,12 @@ class StudyArm(Section):
 
 
 class StudyConfig(Section):
-    """A grid of runs with the same seed and budget, compared on one parent run (stage ``study``)."""
+    """A grid of runs with the same seeds and budget, compared on one parent run (stage ``study``)."""
 
     name: str
     arms: list[StudyArm]
+    seeds: int = Field(ge=1, le=100)  # runs per arm, seeds seed, seed+1, ...: the same for every arm
+    reference: str | None  # the arm the others are compared with (an arm's name); None: the first arm
 
 
 class ParamSpec(Section):
