@@ -140,6 +140,15 @@ def running_trial_of(tuner_id: str, experiment: str) -> str | None:
     return runs[0].data.tags["mnist99.trial_id"] if runs else None
 
 
+def kill_mid_trial(procs: dict, experiment: str) -> str:
+    """SIGKILL ``worker1`` once its trial's run is RUNNING on the server; returns that trial's id."""
+    wait_until(lambda: running_trial_of("tuner1", experiment) is not None, 180, procs, "tuner1's trial")
+    killed = running_trial_of("tuner1", experiment)
+    os.killpg(procs["worker1"].pid, signal.SIGKILL)
+    procs.pop("worker1").wait(timeout=30)
+    return killed
+
+
 @pytest.mark.integration
 @pytest.mark.slow
 @pytest.mark.scaling
@@ -150,15 +159,11 @@ def test_a_search_on_a_server_outlives_a_worker_killed_mid_trial(tmp_path, track
     overrides = smoke_search_cfg(tmp_path, "tune.max_trials=3", "tune.trial_timeout=10", f"tune.experiment={experiment}")
     oracle = f"127.0.0.1:{free_port()}"
     procs = {"chief": start_tune(tmp_path, "chief", overrides, "--role", "chief", "--oracle", oracle)}
-    killed = None
     try:
         procs.update({f"worker{i}": start_tune(tmp_path, f"worker{i}", overrides, "--role", "worker",
                                                "--oracle", oracle, "--worker-id", str(i), "--parent-wait", "120")
                       for i in (1, 2)})
-        wait_until(lambda: running_trial_of("tuner1", experiment) is not None, 180, procs, "tuner1's trial")
-        killed = running_trial_of("tuner1", experiment)
-        os.killpg(procs["worker1"].pid, signal.SIGKILL)
-        procs.pop("worker1").wait(timeout=30)
+        killed = kill_mid_trial(procs, experiment)
         wait_until(lambda: all(p.poll() is not None for p in procs.values()), 240, procs, "the search to end")
         assert {n: p.returncode for n, p in procs.items()} == {"chief": 0, "worker2": 0}, logs(tmp_path)
     finally:
@@ -189,10 +194,7 @@ def test_a_worker_restarted_with_its_id_gets_its_trial_and_run_back(tmp_path, tr
     procs = {"chief": start_tune(tmp_path, "chief", overrides, "--role", "chief", "--oracle", oracle),
              "worker1": start_tune(tmp_path, "worker1", overrides, *worker)}
     try:
-        wait_until(lambda: running_trial_of("tuner1", experiment) is not None, 180, procs, "tuner1's trial")
-        killed = running_trial_of("tuner1", experiment)
-        os.killpg(procs["worker1"].pid, signal.SIGKILL)
-        procs.pop("worker1").wait(timeout=30)
+        killed = kill_mid_trial(procs, experiment)
         procs["again"] = start_tune(tmp_path, "again", overrides, *worker)
         wait_until(lambda: all(p.poll() is not None for p in procs.values()), 240, procs, "the search to end")
         assert {n: p.returncode for n, p in procs.items()} == {"chief": 0, "again": 0}, logs(tmp_path)
