@@ -70,3 +70,21 @@ def test_two_stages_started_at_once_on_a_new_store_both_finish(tmp_path):
         assert proc.returncode == 0, err[-3000:]
     runs = runs_of(store, "prepare")
     assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
+
+
+def test_a_stage_that_loses_the_race_to_create_its_experiment_uses_the_winners(store, monkeypatch):
+    """Processes started at once against a tracking server all find no experiment; the one whose create
+    comes second gets RESOURCE_ALREADY_EXISTS and must use the experiment the first one made."""
+    from mnist99.config import load_config
+    from mnist99.tracking import store as tracking_store
+
+    winner = mlflow.MlflowClient(store).create_experiment("raced")
+    real, calls = mlflow.get_experiment_by_name, []
+
+    def not_there_yet(name):  # the first look happens before the other process creates it
+        calls.append(name)
+        return None if len(calls) == 1 else real(name)
+
+    monkeypatch.setattr(mlflow, "get_experiment_by_name", not_there_yet)
+    assert tracking_store.setup(load_config(None, [f"tracking.uri={store}"]), experiment="raced") == winner
+    assert len(calls) == 2

@@ -97,16 +97,24 @@ def _use_experiment(uri: str, name: str, description: str) -> str:
     mlflow.set_tracking_uri(uri)
     tags = {"mlflow.note.content": description, **EXPERIMENT_KIND}
     found = mlflow.get_experiment_by_name(name)
-    if found is not None:
-        for key, value in tags.items():  # an existing experiment without these tags gets them
-            if key not in found.tags:
-                mlflow.MlflowClient().set_experiment_tag(found.experiment_id, key, value)
-        mlflow.set_experiment(experiment_id=found.experiment_id)
-        return found.experiment_id
-    root = artifact_root(uri)
-    exp_id = mlflow.create_experiment(name, artifact_location=f"{root}/{name}" if root else None, tags=tags)
-    mlflow.set_experiment(experiment_id=exp_id)
-    return exp_id
+    if found is None:
+        root = artifact_root(uri)
+        try:
+            exp_id = mlflow.create_experiment(name, artifact_location=f"{root}/{name}" if root else None, tags=tags)
+        except mlflow.exceptions.MlflowException as exc:
+            # Workers started at once against a tracking server (no file lock reaches there) may all find no
+            # experiment; the first create wins and the others use what it made.
+            found = mlflow.get_experiment_by_name(name) if exc.error_code == "RESOURCE_ALREADY_EXISTS" else None
+            if found is None:
+                raise
+        else:
+            mlflow.set_experiment(experiment_id=exp_id)
+            return exp_id
+    for key, value in tags.items():  # an existing experiment without these tags gets them
+        if key not in found.tags:
+            mlflow.MlflowClient().set_experiment_tag(found.experiment_id, key, value)
+    mlflow.set_experiment(experiment_id=found.experiment_id)
+    return found.experiment_id
 
 
 def ui_command(cfg: Config) -> str:
