@@ -88,3 +88,28 @@ def test_a_stage_that_loses_the_race_to_create_its_experiment_uses_the_winners(s
     monkeypatch.setattr(mlflow, "get_experiment_by_name", not_there_yet)
     assert tracking_store.setup(load_config(None, [f"tracking.uri={store}"]), experiment="raced") == winner
     assert len(calls) == 2
+
+
+def test_a_dataset_logged_by_another_process_at_the_same_moment_is_logged_again(monkeypatch):
+    """A server rolls back the loser of a race to insert the same dataset; the second try links the winner's."""
+    from mlflow.exceptions import MlflowException
+
+    from mnist99.tracking import runs
+
+    calls = []
+
+    def racing(dataset, context):
+        calls.append(context)
+        if len(calls) == 1:
+            raise MlflowException('duplicate key value violates unique constraint "dataset_pk"')
+
+    monkeypatch.setattr(mlflow, "log_input", racing)
+    runs._log_input(object(), context="train")
+    assert calls == ["train", "train"]
+
+    def broken(dataset, context):
+        raise MlflowException("permission denied")
+
+    monkeypatch.setattr(mlflow, "log_input", broken)
+    with pytest.raises(MlflowException, match="permission denied"):
+        runs._log_input(object(), context="val")

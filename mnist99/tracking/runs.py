@@ -64,6 +64,26 @@ def log_config(cfg: Config) -> None:
     mlflow.log_text(to_yaml(cfg), "config.yaml")
 
 
+def _log_input(dataset, context: str, attempts: int = 3) -> None:
+    """``mlflow.log_input``, again when another process logged the same dataset at the same moment.
+
+    A tracking server inserts a dataset new to the experiment without checking again under a lock:
+    members started at once against a server on PostgreSQL raced there ("duplicate key value violates
+    unique constraint dataset_pk"), and the loser's whole request was rolled back. Its second try finds the
+    winner's dataset and only links it to its run.
+    """
+    import time
+
+    for attempt in range(1, attempts + 1):
+        try:
+            mlflow.log_input(dataset, context=context)
+            return
+        except mlflow.exceptions.MlflowException as exc:
+            if attempt == attempts or "duplicate key" not in str(exc) and "already exists" not in str(exc):
+                raise
+            time.sleep(0.2 * attempt)
+
+
 def log_dataset(splits, context_prefix: str = "") -> None:
     """Each split as an MLflow dataset input (with its digest), its size, and ``class_counts.json``.
 
@@ -75,7 +95,7 @@ def log_dataset(splits, context_prefix: str = "") -> None:
     for split, (x, y) in {"train": (splits.x_train, splits.y_train), "val": (splits.x_val, splits.y_val),
                           "test": (splits.x_test, splits.y_test)}.items():
         ds = mlflow.data.from_numpy(x, targets=y, source=splits.source, name=f"mnist-{split}")
-        mlflow.log_input(ds, context=f"{context_prefix}{split}")
+        _log_input(ds, context=f"{context_prefix}{split}")
         counts[split] = {str(d): int(c) for d, c in enumerate(np.bincount(y, minlength=NUM_CLASSES))}
     mlflow.log_dict(counts, "class_counts.json")
     mlflow.log_metrics({f"{k}_size": v for k, v in splits.counts().items()})
