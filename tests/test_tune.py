@@ -6,7 +6,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -155,12 +154,6 @@ def check_finished_search(store: str, out: dict, tmp_path: Path, trials_expected
     assert {"trials.csv", "trials.html", "trials.png", "tuned.yaml"} <= artifacts
     tuned = load_config([SMOKE, tmp_path / "tuned.yaml"])
     assert tuned.model.dropout == pytest.approx(float(parent.data.params["best.model.dropout"]))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_tune(tmp_path: Path, name: str, overrides: list[str], *args: str) -> subprocess.Popen:

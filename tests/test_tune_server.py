@@ -10,7 +10,8 @@ import keras_tuner
 import mlflow
 import pytest
 
-from tests.test_tune import free_port, kill_all, logs, search_runs, smoke_search_cfg, start_tune, trial_states, wait_until
+from mnist99.tracking.server import free_port
+from tests.test_tune import kill_all, logs, search_runs, smoke_search_cfg, start_tune, trial_states, wait_until
 
 IDLE, RUNNING, STOPPED = "IDLE", "RUNNING", "STOPPED"
 
