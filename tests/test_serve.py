@@ -3,7 +3,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,17 +14,12 @@ import numpy as np
 import pytest
 
 from mnist99.delivery.ensemble import combine
+from mnist99.tracking.server import free_port
 from tests.conftest import SMOKE
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 START_TIMEOUT_S = 90
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for_ping(server: subprocess.Popen, url: str, timeout: float, log: Path) -> None:
