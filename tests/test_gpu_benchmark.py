@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_real_data
+from tests.conftest import require_real_data, run_benchmark_main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,9 +31,8 @@ def test_config_and_recipe_load_without_tracking_tuning_or_tf_data():
 def test_gpu_benchmark_trains_scores_and_times_an_ensemble(tmp_path):
     require_real_data()
     out = tmp_path / "gpu.jsonl"
-    subprocess.run([sys.executable, "benchmarks/gpu.py", "-c", "configs/smoke.yaml", "--baseline-epochs", "1",
-                    "--check-every", "2", "--out", str(out), "--set", f"data.cache_dir={tmp_path / 'cache'}"],
-                   cwd=ROOT, check=True, capture_output=True, text=True)
+    run_benchmark_main("gpu.py", "-c", "configs/smoke.yaml", "--baseline-epochs", "1", "--check-every", "2",
+                       "--out", str(out), "--set", f"data.cache_dir={tmp_path / 'cache'}")
     rows = {row["result"]: row for row in map(json.loads, out.read_text().splitlines())}
     assert list(rows) == ["baseline", "member_1", "member_2", "ensemble", "inference"]
     assert rows["member_1"]["seed"] == 1 and rows["member_2"]["seed"] == 2

@@ -17,7 +17,7 @@ def test_sigkill_then_rerun_resumes_the_same_run(tmp_path, store):
     require_real_data()
     epochs = 5
     cmd = [sys.executable, "-m", "mnist99.cli", "train", "-c", str(SMOKE),
-           "--set", f"train.epochs={epochs}", "--set", "data.train_limit=4000",
+           "--set", f"train.epochs={epochs}", "--set", "data.train_limit=2000",
            "--set", "train.early_stopping.enabled=false",
            "--set", f"data.cache_dir={tmp_path / 'cache'}", "--set", f"train.checkpoint_dir={tmp_path / 'ckpt'}"]
     env = {**os.environ, "MLFLOW_TRACKING_URI": store}
