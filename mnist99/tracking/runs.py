@@ -67,9 +67,9 @@ def log_config(cfg: Config) -> None:
 def _log_input(dataset, context: str, attempts: int = 3) -> None:
     """``mlflow.log_input``, again when another process logged the same dataset at the same moment.
 
-    A tracking server inserts a dataset new to the experiment without checking again under a lock:
-    members started at once against a server on PostgreSQL raced there ("duplicate key value violates
-    unique constraint dataset_pk"), and the loser's whole request was rolled back. Its second try finds the
+    A tracking server inserts a dataset new to the experiment without checking again under a lock, so
+    members started at once against a server on PostgreSQL race there ("duplicate key value violates
+    unique constraint dataset_pk") and the loser's whole request is rolled back. Its second try finds the
     winner's dataset and only links it to its run.
     """
     import time
