@@ -42,7 +42,7 @@ def test_train_speed_times_the_default_with_the_finer_check(tmp_path):
 
 
 @pytest.mark.slow
-def test_ensemble_spread_scores_every_subset_of_the_matching_members(smoke_cfg, tmp_path, store, capsys):
+def test_ensemble_spread_scores_every_subset_of_the_matching_members(smoke_cfg, tmp_path, store):
     """Two members of one ensemble match; a train run with another seed (so another validation split)
     does not. The one pair is the ensemble the ensemble stage logged; each member alone is a 1-subset."""
     import mlflow
@@ -53,17 +53,12 @@ def test_ensemble_spread_scores_every_subset_of_the_matching_members(smoke_cfg, 
     cfg = with_overrides(smoke_cfg, {"ensemble.size": 2, "tracking.system_metrics": False})
     ensemble.run(cfg)
     train.run(with_overrides(cfg, {"seed": 9}))
-    from benchmarks import ensemble_spread  # in this process: the members are in its store already
 
-    def spread(size: int) -> dict:
-        argv = ["ensemble_spread.py", "-c", str(ROOT / "configs" / "smoke.yaml"), "--size", str(size),
-                "--set", f"data.cache_dir={tmp_path / 'cache'}"]
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(sys, "argv", argv)
-            ensemble_spread.main()
-        return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    def spread(size: int) -> dict:  # in this process: the members are in its store already
+        out = run_benchmark_main("ensemble_spread.py", "-c", "configs/smoke.yaml", "--size", str(size),
+                                 "--set", f"data.cache_dir={tmp_path / 'cache'}")
+        return json.loads(out.strip().splitlines()[-1])
 
-    capsys.readouterr()
     pairs, singles = spread(2), spread(1)
     (logged,) = mlflow.search_runs(search_all_experiments=True, output_format="list",
                                    filter_string="tags.`mnist99.stage` = 'ensemble'")
