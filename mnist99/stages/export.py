@@ -94,10 +94,16 @@ def export_run(cfg: Config, run_id: str | None = None, choice: Promote = "auto")
         tracking.record_validation(name, version, source)
         promoted = promote(name, version, choice)
     files = {fmt: str(path) for fmt, path in paths.final.items()}
-    out = {"run_id": active.info.run_id, "source_run_id": source_id, "member_run_ids": member_ids.split(","),
-           "registered_name": name, "version": version, "model_uri": f"models:/{name}/{version}", "files": files,
-           "keras_file": files.get("keras"), "saved_model": files.get("saved_model"), **promoted}
-    return out
+    return {**result(active.info.run_id, source_id, member_ids, f"{name}/{version}", files), **promoted}
+
+
+def result(run_id: str, source_id: str, member_ids: str, registered: str, files: dict[str, str]) -> dict:
+    """What an export returns (without its promotion), also when read back from its run's tags by a rerun
+    of the main job: ``registered`` is ``name/version``, ``member_ids`` comma-separated, as tagged."""
+    name, version = registered.rsplit("/", 1)
+    return {"run_id": run_id, "source_run_id": source_id, "member_run_ids": member_ids.split(","),
+            "registered_name": name, "version": version, "model_uri": f"models:/{name}/{version}", "files": files,
+            "keras_file": files.get("keras"), "saved_model": files.get("saved_model")}
 
 
 def run(cfg: Config, args: argparse.Namespace | None = None) -> dict:

@@ -67,12 +67,8 @@ def export_files_exist(found) -> bool:
 def from_export_run(found) -> dict:
     """What ``export.export_run`` returned, read back from its run."""
     tags = found.data.tags
-    name, version = tags["mnist99.registered_model"].rsplit("/", 1)
-    files = exported_files(found)
-    return {"run_id": found.info.run_id, "source_run_id": tags["mnist99.source_run_id"],
-            "member_run_ids": tags["mnist99.member_run_ids"].split(","), "registered_name": name,
-            "version": version, "model_uri": f"models:/{name}/{version}", "files": files,
-            "keras_file": files.get("keras"), "saved_model": files.get("saved_model")}
+    return export.result(found.info.run_id, tags["mnist99.source_run_id"], tags["mnist99.member_run_ids"],
+                         tags["mnist99.registered_model"], exported_files(found))
 
 
 def exported_files(found) -> dict[str, str]:
