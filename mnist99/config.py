@@ -135,11 +135,17 @@ class NoiseConfig(ShareConfig):
 
 
 class BlurConfig(ShareConfig):
-    max_sigma: float = Field(gt=0, le=4)  # Gaussian sigma per axis drawn from U(0, max), pixels
+    max_sigma: float = Field(gt=0, le=4)  # isotropic Gaussian, sigma per image from U(0, max), pixels
 
 
 class ErasingConfig(ShareConfig):
-    max_area: float = Field(ge=0.02, le=1)  # the black box covers 2% to this share of the image
+    max_area: float = Field(ge=0.02, le=1)  # the box covers 2% to this share of the image
+    white_share: float = Field(ge=0, le=1)  # share of the boxes filled white (a bright occluder), the rest black
+
+
+class LinesConfig(ShareConfig):
+    max_wave: float = Field(ge=0, le=6)  # the stroke waves across its course by up to this many pixels
+    dashed: float = Field(ge=0, le=1)  # chance that a stroke is dashed
 
 
 class ContrastConfig(Section):
@@ -159,9 +165,9 @@ class AugmentConfig(Section):
     zoom: ZoomConfig
     shear: ShearConfig
     elastic: ElasticConfig
-    thicken: ShareConfig
     blur: BlurConfig
     erasing: ErasingConfig
+    lines: LinesConfig
     contrast: ContrastConfig
     brightness: BrightnessConfig
     noise: NoiseConfig

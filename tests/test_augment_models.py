@@ -89,7 +89,7 @@ def test_each_op_in_tf_data_keeps_every_image_its_own(op):
     assert seen == 32  # two full batches; the partial one is dropped in training
 
 
-@pytest.mark.parametrize("op", ["rotation", "elastic"])
+@pytest.mark.parametrize("op", ["rotation", "elastic", "lines"])
 def test_no_two_training_batches_share_their_random_draws(op):
     """Keras 3.15's SeedGenerator reads and then bumps its state, so tf.data map calls running in
     parallel drew the same seed: of 40 batches of one image, 3 pairs came out identical (rotation)."""
@@ -98,7 +98,7 @@ def test_no_two_training_batches_share_their_random_draws(op):
     cfg = defaults().augment
     for other in AUGMENT_OPS.names():
         getattr(cfg, other).enabled = other == op
-    cfg.elastic.probability = 1.0
+    cfg.elastic.probability = cfg.lines.probability = 1.0
     x = np.zeros((1600, 28, 28), np.uint8)
     x[:, 8:20, 12:16] = 255  # one image: any two equal batches had equal draws
     ds = make_dataset(x, np.zeros(1600, int), 16, training=True, augmenter=build_augmenter(cfg, seed=3), seed=1)
@@ -147,6 +147,53 @@ def test_robust_config_trains_with_every_robustness_op(tiny_splits):
     cfg = load_config(["robust"], ["model.name=resmlp", "model.width=8", "model.depth=1", "train.epochs=1",
                                    "train.batch_size=32", "train.verbose=0"])
     switched_on = {op for op in AUGMENT_OPS.names() if getattr(cfg.augment, op).enabled > getattr(defaults().augment, op).enabled}
-    assert switched_on == {"thicken", "blur", "erasing", "contrast", "brightness", "noise"}
+    assert switched_on == {"blur", "erasing", "lines", "contrast", "brightness", "noise"}
     result = train_model(cfg, tiny_splits)
     assert np.isfinite(result.history["loss"][0]) and result.metrics["epochs_run"] == 1
+
+
+def test_blur_is_isotropic_and_picks_a_sigma_per_image():
+    """The blur op spreads a dot the same along rows as along columns (a one-axis blur would imitate the
+    held-out motion blur), and the images of one batch get different sigmas."""
+    from mnist99.data.augment import RandomBlur
+
+    dots = np.zeros((64, 28, 28, 1), np.float32)
+    dots[:, 14, 14] = 1.0
+    out = np.asarray(RandomBlur(probability=1.0, max_sigma=2.0, seed=1)(dots, training=True))[..., 0]
+    np.testing.assert_allclose(out, out.transpose(0, 2, 1), atol=1e-6)
+    assert len(np.unique(out[:, 14, 14].round(4))) >= 3  # of the 4 sigma levels
+    assert np.all(out[:, 14, 14] < 0.7)  # every chosen image is blurred (sigma 0.5 leaves 0.62 of the dot)
+
+
+def test_lines_draw_one_white_stroke_dashed_as_asked():
+    """Each chosen image gains a stroke (ink only added, tens of pixels, at many angles); with dashed=1
+    the stroke falls apart into pieces, with dashed=0 it stays whole."""
+    from scipy import ndimage
+
+    from mnist99.data.augment import RandomLines
+
+    blank = np.zeros((32, 28, 28, 1), np.float32)
+    # a short stroke may fit in one dash: most, not all, dashed strokes fall apart
+    for dashed, pieces, share, least in ((0.0, lambda n: n == 1, 0.8, 8), (1.0, lambda n: n >= 2, 0.6, 3)):
+        ink = np.asarray(RandomLines(probability=1.0, max_wave=0.0, dashed=dashed, seed=2)(blank, training=True))[..., 0]
+        assert ink.min() >= 0 and ink.max() <= 1
+        strokes = ink > 0.5
+        assert np.all(strokes.sum(axis=(1, 2)) >= least)  # a 10-px stroke, half of it in dashes
+        counts = [ndimage.label(s, structure=np.ones((3, 3)))[1] for s in strokes]  # diagonal neighbours join
+        assert np.mean([pieces(n) for n in counts]) > share, counts
+    assert strokes.any(axis=1).sum(axis=1).std() > 2  # strokes of different extents and angles
+
+
+def test_erasing_boxes_are_white_for_their_share():
+    """white_share=1 fills every box white (a bright occluder); the default 0 keeps Keras' one black-box layer."""
+    import keras
+
+    cfg = defaults().augment
+    for other in AUGMENT_OPS.names():
+        getattr(cfg, other).enabled = other == "erasing"
+    cfg.erasing.probability, cfg.erasing.white_share = 1.0, 1.0
+    out = np.asarray(build_augmenter(cfg, seed=3)(np.zeros((16, 28, 28, 1), np.float32), training=True))
+    assert np.all((out == 1.0).sum(axis=(1, 2, 3)) >= 0.02 * 28 * 28 - 1)
+    cfg.erasing.white_share = 0.0
+    (layer,) = build_augmenter(cfg, seed=3).layers
+    assert isinstance(layer, keras.layers.RandomErasing) and layer.fill_value == 0.0

@@ -10,6 +10,7 @@ robustness to what training never showed (tests/test_corruptions.py compares the
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import keras
@@ -25,7 +26,7 @@ _UNIT = dict(value_range=(0.0, 1.0))  # Keras' colour layers default to (0, 255)
 # augment op -> the corruption families (mnist99.data.corruptions) it imitates; every one must be "seen" there
 CORRUPTION_FAMILIES: dict[str, tuple[str, ...]] = {
     "rotation": ("rotate",), "shift": ("translate",), "zoom": ("scale",), "shear": ("shear",), "elastic": (),
-    "thicken": ("thicken",), "blur": ("gaussian_blur", "motion_blur"), "erasing": ("occlusion",),
+    "blur": ("gaussian_blur",), "erasing": ("occlusion", "stripe"), "lines": ("dotted_line", "zigzag"),
     "contrast": ("contrast",), "brightness": ("brightness",), "noise": ("gaussian_noise",),
 }
 
@@ -164,30 +165,87 @@ class RandomGaussianNoise(_ShareOfImages):
 
 
 @keras.saving.register_keras_serializable(package="mnist99")
-class RandomThicken(_ShareOfImages):
-    """Strokes thickened by a grey dilation (a 3x3 max filter: the smallest centred one, +1 px a side)."""
+class RandomBlur(_ShareOfImages):
+    """Isotropic Gaussian blur, each chosen image at its own sigma: one of ``levels`` steps up to ``max_sigma``
+    (max/4, max/2, 3 max/4, max for 4). Keras' RandomGaussianBlur draws one (sigma_y, sigma_x) pair a batch,
+    so whole batches blur along one axis: a motion blur, which the corruptions hold out."""
+
+    def __init__(self, probability: float, max_sigma: float, levels: int = 4, seed: int | None = None, **kwargs):
+        super().__init__(probability, seed, **kwargs)
+        self.max_sigma, self.levels = float(max_sigma), int(levels)
 
     def change(self, images):
-        return ops.max_pool(images, pool_size=3, strides=1, padding="same")
+        level = ops.floor(keras.random.uniform((ops.shape(images)[0], 1, 1, 1), seed=self.generator) * self.levels)
+        out = images
+        for k in range(self.levels):
+            out = ops.where(level == k, self._blur(images, self.max_sigma * (k + 1) / self.levels), out)
+        return out
+
+    @staticmethod
+    def _blur(images, sigma: float):
+        """Two 1-d passes of a Gaussian of ``sigma`` px (black beyond the edge, like MNIST's background)."""
+        half = math.ceil(3 * sigma)
+        taps = [math.exp(-(i * i) / (2 * sigma * sigma)) for i in range(-half, half + 1)]
+        kernel = ops.reshape(ops.convert_to_tensor([t / sum(taps) for t in taps], "float32"), (-1, 1, 1, 1))
+        images = ops.depthwise_conv(images, kernel, padding="same")
+        return ops.depthwise_conv(images, ops.transpose(kernel, (1, 0, 2, 3)), padding="same")
+
+    def get_config(self):
+        return {**super().get_config(), "max_sigma": self.max_sigma, "levels": self.levels}
 
 
-@AUGMENT_OPS.register("thicken")
-def _thicken(cfg, seed: int) -> keras.layers.Layer:
-    return RandomThicken(cfg.probability, seed=seed)
+@keras.saving.register_keras_serializable(package="mnist99")
+class RandomLines(_ShareOfImages):
+    """A white pen stroke over each chosen image: through a random point of the centre 20x20 at a random
+    angle, 10 to 40 px long, 1 to 3 px wide (anti-aliased), waving sideways by a sine of up to ``max_wave``
+    px and a 4-12 px period, dashed (2-4 px on and off) for a share ``dashed`` of the strokes. Teaches the
+    net that a stroke crossing the digit may not be part of it; drawn with elementwise ops on the pixel
+    grid (no scatter), so it runs in ``tf.data`` at the speed of the other ops."""
+
+    def __init__(self, probability: float, max_wave: float, dashed: float, seed: int | None = None, **kwargs):
+        super().__init__(probability, seed, **kwargs)
+        self.max_wave, self.dashed = float(max_wave), float(dashed)
+
+    def _uniform(self, batch, low: float, high: float):
+        return keras.random.uniform((batch, 1, 1, 1), low, high, seed=self.generator)
+
+    def change(self, images):
+        batch, height, width = ops.shape(images)[0], images.shape[1], images.shape[2]
+        draw = functools.partial(self._uniform, batch)
+        angle = draw(0.0, math.pi)
+        rows = ops.reshape(ops.arange(height, dtype="float32"), (1, height, 1, 1)) - draw(4.0, height - 4.0)
+        cols = ops.reshape(ops.arange(width, dtype="float32"), (1, 1, width, 1)) - draw(4.0, width - 4.0)
+        along = cols * ops.cos(angle) + rows * ops.sin(angle)
+        across = rows * ops.cos(angle) - cols * ops.sin(angle)
+        wave = draw(0.0, self.max_wave) * ops.sin(2 * math.pi * along / draw(4.0, 12.0) + draw(0.0, 2 * math.pi))
+        ink = ops.clip(draw(0.5, 1.5) + 0.5 - ops.abs(across - wave), 0.0, 1.0)
+        ink = ops.where(ops.abs(along) <= draw(5.0, 20.0), ink, 0.0)
+        gap = ops.sin(math.pi * along / draw(2.0, 4.0) + draw(0.0, 2 * math.pi)) < 0
+        ink = ops.where(ops.logical_and(draw(0.0, 1.0) < self.dashed, gap), 0.0, ink)
+        return ops.clip(images + ink, 0.0, 1.0)
+
+    def get_config(self):
+        return {**super().get_config(), "max_wave": self.max_wave, "dashed": self.dashed}
 
 
 @AUGMENT_OPS.register("blur")
 def _blur(cfg, seed: int) -> keras.layers.Layer:
-    # Keras draws one (sigma_y, sigma_x) pair a batch, each from U(0, max): also blurs along one axis only
-    return keras.layers.RandomGaussianBlur(factor=(cfg.probability, cfg.probability), sigma=(0.0, cfg.max_sigma),
-                                           kernel_size=2 * math.ceil(2 * cfg.max_sigma) + 1, seed=seed, **_UNIT)
+    return RandomBlur(cfg.probability, cfg.max_sigma, seed=seed)
 
 
 @AUGMENT_OPS.register("erasing")
 def _erasing(cfg, seed: int) -> keras.layers.Layer:
-    # scale bounds each side's share squared, so the box covers 2% to max_area of the image; black hides ink
-    return keras.layers.RandomErasing(factor=(cfg.probability, cfg.probability), scale=(0.02, cfg.max_area),
-                                      fill_value=0.0, seed=seed, **_UNIT)
+    # scale bounds each side's share squared, so the box covers 2% to max_area of the image; black hides
+    # ink, white is a bright occluder (a sticker, glare, the inverted bands of a scan)
+    boxes = [keras.layers.RandomErasing(factor=(cfg.probability * share, cfg.probability * share),
+                                        scale=(0.02, cfg.max_area), fill_value=fill, seed=seed + 1000 * int(fill), **_UNIT)
+             for fill, share in ((0.0, 1.0 - cfg.white_share), (1.0, cfg.white_share)) if share > 0]
+    return boxes[0] if len(boxes) == 1 else keras.Sequential(boxes, name="erasing")
+
+
+@AUGMENT_OPS.register("lines")
+def _lines(cfg, seed: int) -> keras.layers.Layer:
+    return RandomLines(cfg.probability, cfg.max_wave, cfg.dashed, seed=seed)
 
 
 @AUGMENT_OPS.register("contrast")
@@ -208,7 +266,7 @@ def _noise(cfg, seed: int) -> keras.layers.Layer:
 
 def build_augmenter(cfg: AugmentConfig, seed: int) -> keras.Sequential | None:
     """The enabled ops in a fixed order (rotation, shift, zoom, shear, elastic, then the robustness ops:
-    thicken, blur, erasing, contrast, brightness, noise), or None if none are."""
+    blur, erasing, lines, contrast, brightness, noise), or None if none are."""
     if not cfg.enabled:
         return None
     ops = []

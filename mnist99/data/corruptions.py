@@ -117,7 +117,7 @@ def gaussian_blur(x, rng, sigma):
     return _blur(x, sigma)
 
 
-@_corruption("motion_blur", seen=True, sigma=3.0, max_angle=45.0)
+@_corruption("motion_blur", seen=False, sigma=3.0, max_angle=45.0)
 def motion_blur(x, rng, sigma, max_angle):
     """A one-sided trail, as a moving camera leaves: Gaussian weights of ``sigma`` px along a line at a
     random angle within +-``max_angle`` degrees of horizontal (MNIST-C: ImageMagick radius 10, sigma 3, +-45)."""
@@ -211,7 +211,7 @@ def fog(x, rng, strength, decay):
 
 # --- occluders and strokes --------------------------------------------------------------------------
 
-@_corruption("stripe", seen=False, width=7)
+@_corruption("stripe", seen=True, width=7)
 def stripe(x, rng, width):
     """The outer ``width`` columns on either side inverted: white bands at the edges (MNIST-C: 7)."""
     x = x.copy()
@@ -230,7 +230,7 @@ def occlusion(x, rng, size, spread):
     return np.where(box, 0.0, x)
 
 
-@_corruption("dotted_line", seen=False, dash=2)
+@_corruption("dotted_line", seen=True, dash=2)
 def dotted_line(x, rng, dash):
     """A dashed white line across the image, end rows at random, ``dash`` px on, ``dash`` px off (MNIST-C: 2)."""
     cols = np.linspace(0, IMAGE_SIZE - 1, 10 * IMAGE_SIZE, dtype=np.float32)[None, :]
@@ -240,7 +240,7 @@ def dotted_line(x, rng, dash):
     return x + _strokes(rows, cols, keep=np.floor(cols / dash) % 2 == 1)
 
 
-@_corruption("zigzag", seen=False, amplitude=2.0, period=8.0, max_rise=5.0)
+@_corruption("zigzag", seen=True, amplitude=2.0, period=8.0, max_rise=5.0)
 def zigzag(x, rng, amplitude, period, max_rise):
     """A white zigzag (triangle wave of ``amplitude`` px and ``period`` px) from column 2 to 25, at a
     random row, tilted by up to +-``max_rise`` rows (MNIST-C: 2, 8, 5)."""
@@ -252,7 +252,7 @@ def zigzag(x, rng, amplitude, period, max_rise):
     return x + _strokes(rows, np.broadcast_to(cols, rows.shape))
 
 
-@_corruption("thicken", seen=True, size=3)
+@_corruption("thicken", seen=False, size=3)
 def thicken(x, rng, size):
     """Strokes thickened by a grey dilation over a ``size`` x ``size`` square (a broad pen, a bold scan)."""
     return ndimage.grey_dilation(x, size=(1, size, size))
