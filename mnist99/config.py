@@ -135,7 +135,7 @@ class NoiseConfig(ShareConfig):
 
 
 class BlurConfig(ShareConfig):
-    max_sigma: float = Field(gt=0, le=4)  # isotropic Gaussian, sigma per image from U(0, max), pixels
+    max_sigma: float = Field(gt=0, le=4)  # isotropic Gaussian, sigma per image: max/4, max/2, 3 max/4 or max, pixels
 
 
 class ErasingConfig(ShareConfig):
