@@ -51,6 +51,17 @@ def _shear(cfg, seed: int) -> keras.layers.Layer:
     return keras.layers.RandomShear(x_factor=cfg.factor, y_factor=cfg.factor, seed=seed, **_FILL)
 
 
+def gaussian_blur(backend, images, sigma: float, dtype: str = "float32"):
+    """A Gaussian of ``sigma`` px over each channel of (B, H, W, C) ``images``, black beyond the edge (MNIST's
+    background), as two 1-d passes: 6x the images/s of ``image.gaussian_blur``'s 2-d kernel. ``backend``:
+    ``keras.ops``, or a layer's ``self.backend`` (TensorFlow inside ``tf.data``)."""
+    half = math.ceil(3 * sigma)
+    taps = backend.numpy.exp(-backend.numpy.square(backend.numpy.arange(-half, half + 1, dtype=dtype)) / (2 * sigma**2))
+    taps = backend.numpy.tile((taps / backend.numpy.sum(taps))[:, None, None, None], (1, 1, images.shape[-1], 1))
+    images = backend.nn.depthwise_conv(images, taps, padding="same")
+    return backend.nn.depthwise_conv(images, backend.numpy.transpose(taps, (1, 0, 2, 3)), padding="same")
+
+
 @keras.saving.register_keras_serializable(package="mnist99")
 class ElasticDistortion(keras.layers.RandomElasticTransform):
     """Simard et al.'s (2003) elastic distortion: per image, a uniform(-1, 1) displacement field for
@@ -77,21 +88,12 @@ class ElasticDistortion(keras.layers.RandomElasticTransform):
         batch, height, width = ops.core.shape(images)[0], images.shape[1], images.shape[2]
         field = ops.random.uniform((batch, height, width, 2), minval=-1.0, maxval=1.0,
                                    dtype=self.compute_dtype, seed=transformation["seed"])
-        field = self.alpha * self._smooth(field)
+        field = self.alpha * gaussian_blur(self.backend, field, self.sigma, self.compute_dtype)
         rows, cols = ops.numpy.meshgrid(ops.numpy.arange(height, dtype=self.compute_dtype),
                                         ops.numpy.arange(width, dtype=self.compute_dtype), indexing="ij")
         warped = self._bilinear(images[..., 0], rows + field[..., 0], cols + field[..., 1])[..., None]
         chosen = transformation["apply_transform"][:, None, None, None]
         return ops.numpy.clip(ops.numpy.where(chosen, warped, images), 0.0, 1.0)
-
-    def _smooth(self, field):
-        """Gaussian blur as two 1-d passes: 6x the images/s of ``image.gaussian_blur``'s 2-d kernel."""
-        ops, half = self.backend, math.ceil(3 * self.sigma)
-        taps = ops.numpy.exp(-ops.numpy.square(ops.numpy.arange(-half, half + 1, dtype=self.compute_dtype))
-                             / (2 * self.sigma**2))
-        taps = ops.numpy.tile((taps / ops.numpy.sum(taps))[:, None, None, None], (1, 1, 2, 1))
-        field = ops.nn.depthwise_conv(field, taps, padding="same")
-        return ops.nn.depthwise_conv(field, ops.numpy.transpose(taps, (1, 0, 2, 3)), padding="same")
 
     def _bilinear(self, images, rows, cols):
         """Sample (B, H, W) images at fractional (rows, cols), black outside: four gathers into the
@@ -178,17 +180,8 @@ class RandomBlur(_ShareOfImages):
         level = ops.floor(keras.random.uniform((ops.shape(images)[0], 1, 1, 1), seed=self.generator) * self.levels)
         out = images
         for k in range(self.levels):
-            out = ops.where(level == k, self._blur(images, self.max_sigma * (k + 1) / self.levels), out)
+            out = ops.where(level == k, gaussian_blur(ops, images, self.max_sigma * (k + 1) / self.levels), out)
         return out
-
-    @staticmethod
-    def _blur(images, sigma: float):
-        """Two 1-d passes of a Gaussian of ``sigma`` px (black beyond the edge, like MNIST's background)."""
-        half = math.ceil(3 * sigma)
-        taps = [math.exp(-(i * i) / (2 * sigma * sigma)) for i in range(-half, half + 1)]
-        kernel = ops.reshape(ops.convert_to_tensor([t / sum(taps) for t in taps], "float32"), (-1, 1, 1, 1))
-        images = ops.depthwise_conv(images, kernel, padding="same")
-        return ops.depthwise_conv(images, ops.transpose(kernel, (1, 0, 2, 3)), padding="same")
 
     def get_config(self):
         return {**super().get_config(), "max_sigma": self.max_sigma, "levels": self.levels}
