@@ -150,9 +150,12 @@ def test_each_member_may_fit_its_planned_share_plus_an_equal_part_of_the_spare_r
     assert older.fit_allowance(0) is None
 
 
-def test_another_epoch_fits_while_the_last_epochs_length_stays_within_the_allowance():
-    assert budget.another_epoch_fits(elapsed=40, last_epoch=10, allowance=50)
-    assert not budget.another_epoch_fits(elapsed=40, last_epoch=10.5, allowance=50)
+def test_the_epochs_that_fit_count_the_last_epochs_length_into_what_the_allowance_leaves():
+    assert budget.epochs_that_fit(elapsed=40, last_epoch=10, allowance=50, done=4, end=5) == 5
+    assert budget.epochs_that_fit(elapsed=40, last_epoch=10.5, allowance=50, done=4, end=5) == 4
+    assert budget.epochs_that_fit(elapsed=20, last_epoch=9, allowance=50, done=2, end=9) == 5
+    assert budget.epochs_that_fit(elapsed=10, last_epoch=1, allowance=50, done=1, end=9) == 9  # never past the plan
+    assert budget.epochs_that_fit(elapsed=60, last_epoch=10, allowance=50, done=5, end=9) == 5  # already over
 
 
 class FakeClock:
@@ -303,3 +306,55 @@ def test_a_budgeted_train_run_logs_its_plan_and_ends_within_it(smoke_cfg, store,
     found = train.plan_budget(cfg, [cfg], splits, started=time.time())
     assert found[0] == plan and found[1] == run.data.tags["mnist99.budget_key"]
     assert tracking.cache_key("train", train.with_epochs(cfg, 3), splits.digest) == run.data.tags["mnist99.cache_key"]
+
+
+def test_a_compressed_schedule_reaches_its_own_last_step_at_the_new_end_however_often_it_is_compressed():
+    from mnist99.training.optimizers import Compressible
+
+    schedule = Compressible(keras.optimizers.schedules.CosineDecay(1.0, decay_steps=12, alpha=0.01))
+    assert [float(schedule.base_step(s)) for s in (0, 4, 11)] == [0, 4, 11]  # as built until compressed
+    schedule.compress(now=4, end=8, base_end=12)  # the remaining 8 steps in 4
+    assert [float(schedule.base_step(s)) for s in (3, 4, 6, 8)] == [3, 4, 8, 12]
+    schedule.compress(now=6, end=7, base_end=12)  # again: what remains (base 8 to 12) in 1 step
+    assert float(schedule.base_step(7)) == 12
+    assert float(schedule(7)) == pytest.approx(0.01)  # the schedule's end value
+    with pytest.raises(ValueError, match="end step 6 must come after step 6"):
+        schedule.compress(now=6, end=6, base_end=12)
+
+
+class Rates(keras.callbacks.Callback):
+    """The learning rate each step reads (the optimiser's current value before the step)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rates: list[float] = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.rates.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
+
+
+def test_a_deadline_that_fits_fewer_epochs_compresses_the_schedule_so_the_fit_still_ends_on_its_last_rate(capsys):
+    from mnist99.stages.train import budget_note
+    from mnist99.training.callbacks import BudgetDeadline
+
+    # 8 images in batches of 2: 4 steps an epoch, 5 epochs planned. The loss is the mean output of a
+    # one-weight linear model fed ones, so each SGD step lowers the weight by exactly that step's rate:
+    # the weight tells which rates the compiled step used.
+    base = keras.optimizers.schedules.CosineDecay(0.1, decay_steps=20, alpha=0.01)
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")])
+    model.compile(keras.optimizers.SGD(base), loss=lambda y_true, y_pred: keras.ops.mean(y_pred))
+    clock, rates = FakeClock(), Rates()
+    guard = BudgetDeadline(allowance=50, clock=clock)
+    # epoch 3 takes 15 s: at 35 s, one more such epoch fits in 50 s, not two
+    history = model.fit(np.ones((8, 1)), np.zeros((8, 1)), batch_size=2, epochs=5, verbose=0, shuffle=False,
+                        callbacks=[Takes(clock, [10, 10, 15, 15, 15]), guard, rates])
+    assert len(history.history["loss"]) == 4 and guard.stopped_after == 4 and guard.compressed
+    # steps 0-11 as built; epoch 4's 4 steps run the schedule's last 8 (base steps 12, 14, 16, 18)
+    expected = [float(base(s)) for s in [*range(12), 12, 14, 16, 18]]
+    assert rates.rates == pytest.approx(expected, rel=1e-5)
+    assert -float(model.layers[0].kernel.numpy()[0, 0]) == pytest.approx(sum(expected), rel=1e-5)
+    assert model.optimizer._learning_rate is base  # saved with the schedule it was built with
+    assert "budget: 4 epochs fit, not 5 (epoch 3 took 15.0 s)" in capsys.readouterr().out
+    assert budget_note([guard], 4, planned=5) == ("the budget's deadline ended it after epoch 4 of 5: its epochs "
+                                                 "took longer than planned; its learning-rate schedule was shortened "
+                                                 "to end there")

@@ -95,7 +95,8 @@ def deadline(plan: Plan | None, member: int) -> list:
 def budget_note(callbacks: Sequence, epochs_run: int, planned: int) -> str | None:
     """What to say when a budgeted fit ended before its planned epochs: its deadline or early stopping."""
     stopped = any(getattr(cb, "stopped_after", None) for cb in callbacks)
-    return budget.early_stop_note(epochs_run, planned, deadline_stopped=stopped)
+    compressed = any(getattr(cb, "compressed", False) for cb in callbacks)
+    return budget.early_stop_note(epochs_run, planned, deadline_stopped=stopped, compressed=compressed)
 
 
 def with_epochs(cfg: Config, epochs: int) -> Config:

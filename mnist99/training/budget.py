@@ -158,13 +158,15 @@ def plan_epochs(budget: float, members: Sequence[MemberCost], after_seconds: flo
                 fit_seconds=tuple(m.fit_seconds(e) for m, e in zip(members, epochs)))
 
 
-def another_epoch_fits(elapsed: float, last_epoch: float, allowance: float) -> bool:
-    """Whether an epoch as long as the last one still ends within ``allowance`` seconds of the fit's start.
+def epochs_that_fit(elapsed: float, last_epoch: float, allowance: float, done: int, end: int) -> int:
+    """How many epochs a fit can end with (``done`` to ``end``) when each epoch still to come is as long as
+    the last one and the fit must end within ``allowance`` seconds of its start.
 
     The plan's epochs come from the first steps' speed; a machine that slows down (another job, thermal
     limits, a noisy neighbour) makes later epochs longer, and the last epoch is the best guess of the next.
     """
-    return elapsed + last_epoch <= allowance
+    more = math.floor(max(allowance - elapsed, 0.0) / last_epoch) if last_epoch > 0 else end - done
+    return min(end, done + more)
 
 
 def finish_time(seconds: float) -> str:
@@ -200,14 +202,17 @@ def used_line(budget: float, seconds: float) -> str:
     return f"budget {format_duration(budget)}: {seconds / 60:.1f} min used ({seconds / budget:.0%})"
 
 
-def early_stop_note(epochs_run: int, planned: int, deadline_stopped: bool = False) -> str | None:
+def early_stop_note(epochs_run: int, planned: int, deadline_stopped: bool = False,
+                    compressed: bool = False) -> str | None:
     """What to say when a budgeted member ended before its planned epochs (else None): early stopping
-    ended it, or its deadline did (epochs ran slower than planned)."""
+    ended it, or its deadline did (epochs ran slower than planned), with its learning-rate schedule
+    ``compressed`` to end there or cut."""
     if epochs_run >= planned:
         return None
     if deadline_stopped:
+        schedule = "; its learning-rate schedule was shortened to end there" if compressed else ""
         return (f"the budget's deadline ended it after epoch {epochs_run} of {planned}: "
-                "its epochs took longer than planned")
+                f"its epochs took longer than planned{schedule}")
     return f"early stopping ended it after epoch {epochs_run} of {planned}, before its share of the budget"
 
 

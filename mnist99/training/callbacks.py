@@ -6,10 +6,12 @@ import time
 from pathlib import Path
 
 import keras
+from keras.optimizers.schedules import LearningRateSchedule
 
 from mnist99.constants import EVAL_BATCH, TARGET_ACCURACY
 from mnist99.files import write_atomic
-from mnist99.training.budget import another_epoch_fits
+from mnist99.training.budget import epochs_that_fit
+from mnist99.training.optimizers import Compressible
 
 
 class TimeToAccuracy(keras.callbacks.Callback):
@@ -141,33 +143,66 @@ class EpochLine(EpochTimer):
 
 
 class BudgetDeadline(keras.callbacks.Callback):
-    """Ends a budgeted fit at an epoch end when another epoch as long as the last would pass ``allowance``
-    seconds since the fit started (see :func:`mnist99.training.budget.another_epoch_fits`).
+    """Re-plans a budgeted fit's remaining epochs at each epoch end from the last epoch's length, so the fit
+    ends within ``allowance`` seconds of its start (see :func:`mnist99.training.budget.epochs_that_fit`).
 
     The plan fixes a member's epochs (and its cache key) from the first steps' speed; when the machine
-    then runs slower, this re-plans the remaining epochs down so the job still ends within its budget.
-    ``stopped_after`` is the number of epochs it let run (None when it did not stop the fit). A resumed
-    fit gets the whole allowance for its remaining epochs. ``clock`` is injected so tests drive it.
+    then runs slower, fewer epochs fit. The learning-rate schedule is then compressed onto the epochs
+    that fit (:class:`mnist99.training.optimizers.Compressible`), so a one-cycle still anneals to its
+    end value by the last one, and the fit stops there. A constant rate, or a backend other than
+    TensorFlow (whose compiled step would not read the warp), is not compressed: the fit just stops.
+    ``stopped_after`` is the number of epochs it let run (None when it did not stop the fit);
+    ``compressed``, whether the schedule was shortened. A resumed fit gets the whole allowance for its
+    remaining epochs. ``clock`` is injected so tests drive it.
     """
 
     def __init__(self, allowance: float, clock=time.monotonic) -> None:
         super().__init__()
         self.allowance, self.clock = allowance, clock
         self.stopped_after: int | None = None
+        self.compressed = False
         self._began = self._epoch_began = 0.0
+        self._end = 0  # the epoch count the fit now ends at
+        self._base_end = 0.0  # the schedule's own last step, in its uncompressed steps
+        self._schedule: Compressible | None = None
+        self._original = None
 
     def on_train_begin(self, logs=None) -> None:
         self._began = self.clock()
+        self._end = self.params.get("epochs", 0)
+        optimizer = self.model.optimizer
+        # Keras gives no public getter for an optimiser's schedule (``learning_rate`` is its current value).
+        original = getattr(optimizer, "_learning_rate", None)
+        if keras.backend.backend() == "tensorflow" and isinstance(original, LearningRateSchedule):
+            self._original, self._schedule = original, Compressible(original)
+            optimizer.learning_rate = self._schedule
 
     def on_epoch_begin(self, epoch: int, logs=None) -> None:
         self._epoch_began = self.clock()
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:
-        now = self.clock()
-        last_epoch_done = epoch + 1 >= self.params.get("epochs", epoch + 1)
-        if not last_epoch_done and not another_epoch_fits(now - self._began, now - self._epoch_began, self.allowance):
-            self.model.stop_training = True
-            self.stopped_after = epoch + 1
+        now, done = self.clock(), epoch + 1
+        if done >= self._end:
+            if done < self.params.get("epochs", done):
+                self.model.stop_training, self.stopped_after = True, done
+            return
+        fits = epochs_that_fit(now - self._began, now - self._epoch_began, self.allowance, done, self._end)
+        if fits == self._end:
+            return
+        if fits == done or self._schedule is None:
+            self.model.stop_training, self.stopped_after = True, done
+            return
+        steps, step = self.params["steps"], int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        if not self.compressed:
+            self._base_end = step + (self._end - done) * steps
+        self._schedule.compress(step, step + (fits - done) * steps, self._base_end)
+        print(f"  budget: {fits} epochs fit, not {self._end} (epoch {done} took {now - self._epoch_began:.1f} s); "
+              f"the learning-rate schedule now ends with epoch {fits}", flush=True)
+        self._end, self.compressed = fits, True
+
+    def on_train_end(self, logs=None) -> None:
+        if self._original is not None:  # the model is saved with the schedule it was built with
+            self.model.optimizer.learning_rate = self._original
 
 
 class StepClock(keras.callbacks.Callback):

@@ -83,3 +83,37 @@ def build_optimizer(opt: OptimizerConfig, sched: ScheduleConfig, steps_per_epoch
     # Options every Keras optimiser takes, set once here rather than in each builder.
     common = dict(clipnorm=opt.clipnorm, use_ema=opt.ema is not None, ema_momentum=opt.ema or 0.99)
     return make_opt(opt, lr, **common)
+
+
+class Compressible(keras.optimizers.schedules.LearningRateSchedule):
+    """``base`` as built, until :meth:`compress` makes the rest of it run faster so that it ends sooner.
+
+    A budgeted fit whose epochs run slower than planned ends before its planned epochs
+    (:class:`mnist99.training.callbacks.BudgetDeadline`); cut there, a one-cycle or step schedule would
+    stop before its last, lowest-rate steps. Compressed, the same schedule still reaches its end value
+    at the new last step. The warp lives in variables that the compiled train step reads (TensorFlow
+    backend), so it changes mid-fit without retracing; the fit puts ``base`` back before the model is saved.
+    """
+
+    def __init__(self, base) -> None:
+        self.base = base
+        # From step ``pivot`` on, step s reads base at ``base_at_pivot + (s - pivot) * rate``.
+        self.pivot = keras.Variable(0.0, trainable=False, name="compress_pivot")
+        self.base_at_pivot = keras.Variable(0.0, trainable=False, name="compress_base_at_pivot")
+        self.rate = keras.Variable(1.0, trainable=False, name="compress_rate")
+
+    def base_step(self, step):
+        step = keras.ops.cast(step, "float32")
+        return keras.ops.where(step < self.pivot, step, self.base_at_pivot + (step - self.pivot) * self.rate)
+
+    def __call__(self, step):
+        return self.base(self.base_step(step))
+
+    def compress(self, now: int, end: int, base_end: float) -> None:
+        """From step ``now`` on, run the schedule so that its step ``base_end`` falls on step ``end``."""
+        if end <= now:
+            raise ValueError(f"compress: end step {end} must come after step {now}")
+        base_now = float(keras.ops.convert_to_numpy(self.base_step(now)))
+        self.pivot.assign(float(now))
+        self.base_at_pivot.assign(base_now)
+        self.rate.assign((base_end - base_now) / (end - now))
