@@ -165,17 +165,18 @@ class BudgetDeadline(keras.callbacks.Callback):
         self._end = 0  # the epoch count the fit now ends at
         self._base_end = 0.0  # the schedule's own last step, in its uncompressed steps
         self._schedule: Compressible | None = None
-        self._original = None
+        self._original = self._optimizer = None
 
     def on_train_begin(self, logs=None) -> None:
         self._began = self.clock()
         self._end = self.params.get("epochs", 0)
-        optimizer = self.model.optimizer
-        # Keras gives no public getter for an optimiser's schedule (``learning_rate`` is its current value).
-        original = getattr(optimizer, "_learning_rate", None)
+        # Mixed precision wraps the optimiser (LossScaleOptimizer) that holds the schedule. Keras gives no
+        # public getter for a schedule (``learning_rate`` is its current value).
+        self._optimizer = getattr(self.model.optimizer, "inner_optimizer", self.model.optimizer)
+        original = getattr(self._optimizer, "_learning_rate", None)
         if keras.backend.backend() == "tensorflow" and isinstance(original, LearningRateSchedule):
             self._original, self._schedule = original, Compressible(original)
-            optimizer.learning_rate = self._schedule
+            self._optimizer.learning_rate = self._schedule
 
     def on_epoch_begin(self, epoch: int, logs=None) -> None:
         self._epoch_began = self.clock()
@@ -192,7 +193,7 @@ class BudgetDeadline(keras.callbacks.Callback):
         if fits == done or self._schedule is None:
             self.model.stop_training, self.stopped_after = True, done
             return
-        steps, step = self.params["steps"], int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        steps, step = self.params["steps"], int(keras.ops.convert_to_numpy(self._optimizer.iterations))
         if not self.compressed:
             self._base_end = step + (self._end - done) * steps
         self._schedule.compress(step, step + (fits - done) * steps, self._base_end)
@@ -202,7 +203,7 @@ class BudgetDeadline(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None) -> None:
         if self._original is not None:  # the model is saved with the schedule it was built with
-            self.model.optimizer.learning_rate = self._original
+            self._optimizer.learning_rate = self._original
 
 
 class StepClock(keras.callbacks.Callback):
