@@ -150,12 +150,12 @@ def test_each_member_may_fit_its_planned_share_plus_an_equal_part_of_the_spare_r
     assert older.fit_allowance(0) is None
 
 
-def test_the_epochs_that_fit_count_the_last_epochs_length_into_what_the_allowance_leaves():
-    assert budget.epochs_that_fit(elapsed=40, last_epoch=10, allowance=50, done=4, end=5) == 5
-    assert budget.epochs_that_fit(elapsed=40, last_epoch=10.5, allowance=50, done=4, end=5) == 4
-    assert budget.epochs_that_fit(elapsed=20, last_epoch=9, allowance=50, done=2, end=9) == 5
-    assert budget.epochs_that_fit(elapsed=10, last_epoch=1, allowance=50, done=1, end=9) == 9  # never past the plan
-    assert budget.epochs_that_fit(elapsed=60, last_epoch=10, allowance=50, done=5, end=9) == 5  # already over
+def test_the_epochs_that_fit_count_an_epochs_length_into_what_the_allowance_leaves():
+    assert budget.epochs_that_fit(elapsed=40, epoch=10, allowance=50, done=4, end=5) == 5
+    assert budget.epochs_that_fit(elapsed=40, epoch=10.5, allowance=50, done=4, end=5) == 4
+    assert budget.epochs_that_fit(elapsed=20, epoch=9, allowance=50, done=2, end=9) == 5
+    assert budget.epochs_that_fit(elapsed=10, epoch=1, allowance=50, done=1, end=9) == 9  # never past the plan
+    assert budget.epochs_that_fit(elapsed=60, epoch=10, allowance=50, done=5, end=9) == 5  # already over
 
 
 class FakeClock:
@@ -345,7 +345,7 @@ def test_a_deadline_that_fits_fewer_epochs_compresses_the_schedule_so_the_fit_st
     model.compile(keras.optimizers.SGD(base), loss=lambda y_true, y_pred: keras.ops.mean(y_pred))
     clock, rates = FakeClock(), Rates()
     guard = BudgetDeadline(allowance=50, clock=clock)
-    # epoch 3 takes 15 s: at 35 s, one more such epoch fits in 50 s, not two
+    # epoch 3 takes 15 s: epochs after the first average 12.5 s, and at 35 s one more fits in 50 s, not two
     history = model.fit(np.ones((8, 1)), np.zeros((8, 1)), batch_size=2, epochs=5, verbose=0, shuffle=False,
                         callbacks=[Takes(clock, [10, 10, 15, 15, 15]), guard, rates])
     assert len(history.history["loss"]) == 4 and guard.stopped_after == 4 and guard.compressed
@@ -354,7 +354,51 @@ def test_a_deadline_that_fits_fewer_epochs_compresses_the_schedule_so_the_fit_st
     assert rates.rates == pytest.approx(expected, rel=1e-5)
     assert -float(model.layers[0].kernel.numpy()[0, 0]) == pytest.approx(sum(expected), rel=1e-5)
     assert model.optimizer._learning_rate is base  # saved with the schedule it was built with
-    assert "budget: 4 epochs fit, not 5 (epoch 3 took 15.0 s)" in capsys.readouterr().out
+    assert "budget: 4 epochs fit, not 5 (epochs take 12.5 s)" in capsys.readouterr().out
     assert budget_note([guard], 4, planned=5) == ("the budget's deadline ended it after epoch 4 of 5: its epochs "
                                                  "took longer than planned; its learning-rate schedule was shortened "
                                                  "to end there")
+
+
+def fit_with_deadline(seconds: list[float], allowance: float, schedule=None):
+    """A fit of len(seconds) planned epochs of 4 steps, epoch i taking seconds[i] on a fake clock, under a
+    BudgetDeadline; the optimiser runs ``schedule`` (a constant rate when None). Returns the guard, the
+    epochs run and the rates the steps read."""
+    from mnist99.training.callbacks import BudgetDeadline
+
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False)])
+    model.compile(keras.optimizers.SGD(0.01 if schedule is None else schedule), loss="mse")
+    clock, rates = FakeClock(), Rates()
+    guard = BudgetDeadline(allowance=allowance, clock=clock)
+    history = model.fit(np.ones((8, 1)), np.zeros((8, 1)), batch_size=2, epochs=len(seconds), verbose=0,
+                        callbacks=[Takes(clock, seconds), guard, rates])
+    return guard, len(history.history["loss"]), rates.rates
+
+
+def test_a_constant_rate_runs_the_epochs_that_still_fit_then_stops():
+    from mnist99.stages.train import budget_note
+
+    # after epoch 3 epochs take 12.5 s on average (10, 15): at 35 s, two more fit in 65 s, not three
+    guard, run, _ = fit_with_deadline([10, 10, 15, 15, 15, 15], allowance=65)
+    assert run == 5 and guard.stopped_after == 5 and not guard.compressed
+    assert budget_note([guard], 5, planned=6) == ("the budget's deadline ended it after epoch 5 of 6: "
+                                                 "its epochs took longer than planned")
+
+
+def test_the_first_epochs_tracing_does_not_shorten_the_schedule():
+    base = keras.optimizers.schedules.CosineDecay(0.1, decay_steps=20)
+    # epoch 1 (25 s, tracing included) alone would leave room for one more in 65 s; the later ones show four
+    guard, run, rates = fit_with_deadline([25, 10, 10, 10, 10], allowance=65, schedule=base)
+    assert run == 5 and guard.stopped_after is None and not guard.compressed
+    assert rates == pytest.approx([float(base(s)) for s in range(20)], rel=1e-5)
+
+
+def test_the_schedule_stretches_back_when_the_epochs_speed_up_again(capsys):
+    base = keras.optimizers.schedules.CosineDecay(0.1, decay_steps=32)
+    # epoch 3 takes 30 s: 5 epochs fit in 100 s; then 5-s epochs bring the mean down and all 8 fit again
+    guard, run, rates = fit_with_deadline([10, 10, 30, 5, 5, 5, 5, 5], allowance=100, schedule=base)
+    assert run == 8 and guard.stopped_after is None and not guard.compressed
+    printed = capsys.readouterr().out
+    assert "budget: 5 epochs fit, not 8" in printed and "budget: 8 epochs fit, not 7" in printed
+    assert float(guard._schedule.base_step(32)) == pytest.approx(32)  # the schedule's own end, on time
+    assert rates[-1] > float(base(32))  # and not past it

@@ -158,14 +158,15 @@ def plan_epochs(budget: float, members: Sequence[MemberCost], after_seconds: flo
                 fit_seconds=tuple(m.fit_seconds(e) for m, e in zip(members, epochs)))
 
 
-def epochs_that_fit(elapsed: float, last_epoch: float, allowance: float, done: int, end: int) -> int:
-    """How many epochs a fit can end with (``done`` to ``end``) when each epoch still to come is as long as
-    the last one and the fit must end within ``allowance`` seconds of its start.
+def epochs_that_fit(elapsed: float, epoch: float, allowance: float, done: int, end: int) -> int:
+    """How many epochs a fit can end with (``done`` to ``end``) when each epoch still to come takes ``epoch``
+    seconds and the fit must end within ``allowance`` seconds of its start.
 
     The plan's epochs come from the first steps' speed; a machine that slows down (another job, thermal
-    limits, a noisy neighbour) makes later epochs longer, and the last epoch is the best guess of the next.
+    limits, a noisy neighbour) makes later epochs longer, and the epochs measured so far are the best
+    guess of the next.
     """
-    more = math.floor(max(allowance - elapsed, 0.0) / last_epoch) if last_epoch > 0 else end - done
+    more = math.floor(max(allowance - elapsed, 0.0) / epoch) if epoch > 0 else end - done
     return min(end, done + more)
 
 

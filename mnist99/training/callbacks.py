@@ -143,17 +143,20 @@ class EpochLine(EpochTimer):
 
 
 class BudgetDeadline(keras.callbacks.Callback):
-    """Re-plans a budgeted fit's remaining epochs at each epoch end from the last epoch's length, so the fit
-    ends within ``allowance`` seconds of its start (see :func:`mnist99.training.budget.epochs_that_fit`).
+    """Re-plans a budgeted fit's remaining epochs at each epoch end from the epochs' measured length, so the
+    fit ends within ``allowance`` seconds of its start (see :func:`mnist99.training.budget.epochs_that_fit`).
 
     The plan fixes a member's epochs (and its cache key) from the first steps' speed; when the machine
     then runs slower, fewer epochs fit. The learning-rate schedule is then compressed onto the epochs
     that fit (:class:`mnist99.training.optimizers.Compressible`), so a one-cycle still anneals to its
-    end value by the last one, and the fit stops there. A constant rate, or a backend other than
-    TensorFlow (whose compiled step would not read the warp), is not compressed: the fit just stops.
-    ``stopped_after`` is the number of epochs it let run (None when it did not stop the fit);
-    ``compressed``, whether the schedule was shortened. A resumed fit gets the whole allowance for its
-    remaining epochs. ``clock`` is injected so tests drive it.
+    end value by the last one, and the fit stops there; when the machine speeds up again, the schedule
+    stretches back, never past the planned epochs. An epoch's length is the mean of the fit's epochs
+    after its first (which also traces the train step: alone, it only decides whether one more epoch
+    fits), steady against a machine whose epochs alternate between fast and slow. A constant rate, or
+    a backend other than TensorFlow (whose compiled step would not read the warp), is not compressed:
+    the fit just stops after the epochs that fit. ``stopped_after`` is the number of epochs it let run
+    (None when it did not stop the fit); ``compressed``, whether the schedule was shortened. A resumed
+    fit gets the whole allowance for its remaining epochs. ``clock`` is injected so tests drive it.
     """
 
     def __init__(self, allowance: float, clock=time.monotonic) -> None:
@@ -162,8 +165,9 @@ class BudgetDeadline(keras.callbacks.Callback):
         self.stopped_after: int | None = None
         self.compressed = False
         self._began = self._epoch_began = 0.0
+        self._lengths: list[float] = []  # this fit's epochs, in seconds
         self._end = 0  # the epoch count the fit now ends at
-        self._base_end = 0.0  # the schedule's own last step, in its uncompressed steps
+        self._base_end: float | None = None  # the schedule's own last step, in its uncompressed steps
         self._schedule: Compressible | None = None
         self._original = self._optimizer = None
 
@@ -182,24 +186,30 @@ class BudgetDeadline(keras.callbacks.Callback):
         self._epoch_began = self.clock()
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:
-        now, done = self.clock(), epoch + 1
+        now, done, planned = self.clock(), epoch + 1, self.params.get("epochs", epoch + 1)
+        self._lengths.append(now - self._epoch_began)
         if done >= self._end:
-            if done < self.params.get("epochs", done):
+            if done < planned:
                 self.model.stop_training, self.stopped_after = True, done
             return
-        fits = epochs_that_fit(now - self._began, now - self._epoch_began, self.allowance, done, self._end)
-        if fits == self._end:
-            return
-        if fits == done or self._schedule is None:
+        later = self._lengths[1:] or self._lengths
+        length = sum(later) / len(later)
+        fits = epochs_that_fit(now - self._began, length, self.allowance, done, planned)
+        if fits == done:
             self.model.stop_training, self.stopped_after = True, done
-            return
-        steps, step = self.params["steps"], int(keras.ops.convert_to_numpy(self._optimizer.iterations))
-        if not self.compressed:
-            self._base_end = step + (self._end - done) * steps
-        self._schedule.compress(step, step + (fits - done) * steps, self._base_end)
-        print(f"  budget: {fits} epochs fit, not {self._end} (epoch {done} took {now - self._epoch_began:.1f} s); "
-              f"the learning-rate schedule now ends with epoch {fits}", flush=True)
-        self._end, self.compressed = fits, True
+        elif fits != self._end and len(self._lengths) > 1:
+            self._replan(done, fits, planned, length)
+
+    def _replan(self, done: int, fits: int, planned: int, length: float) -> None:
+        line = f"  budget: {fits} epochs fit, not {self._end} (epochs take {length:.1f} s)"
+        if self._schedule is not None:
+            steps, step = self.params["steps"], int(keras.ops.convert_to_numpy(self._optimizer.iterations))
+            if self._base_end is None:
+                self._base_end = step + (planned - done) * steps
+            self._schedule.compress(step, step + (fits - done) * steps, self._base_end)
+            line += f"; the learning-rate schedule now ends with epoch {fits}"
+        print(line, flush=True)
+        self._end, self.compressed = fits, self._schedule is not None and fits < planned
 
     def on_train_end(self, logs=None) -> None:
         if self._original is not None:  # the model is saved with the schedule it was built with
