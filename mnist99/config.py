@@ -181,12 +181,6 @@ class EvaluateConfig(Section):
     robustness_seed: int = Field(ge=0)  # picks the subset and the corruptions' random draws
 
 
-def _highpass_window(size: int) -> int:
-    if size in (1, 2):  # a 1-px window's mean is the pixel itself: nothing would be left
-        raise ValueError(f"a {size}-px window leaves next to nothing of the digit: 0 (off) or 3-28")
-    return size
-
-
 class ModelConfig(Section):
     name: ModelName
     activation: ActivationName
@@ -200,7 +194,7 @@ class ModelConfig(Section):
     bn_momentum: float = Field(gt=0, lt=1)  # lower tracks the moving statistics faster
     residual: bool  # resmlp: each block added to its input
     batchnorm: bool  # resmlp: BatchNormalization after every hidden Dense layer
-    highpass: Annotated[int, Field(ge=0, le=28), AfterValidator(_highpass_window)]  # local-mean window; 0: off
+    highpass: Literal[0] | Annotated[int, Field(ge=3, le=28)]  # local-mean window subtracted from the input; 0: off
 
 
 class OptimizerConfig(Section):
