@@ -1,4 +1,3 @@
-import keras
 import numpy as np
 import pytest
 
@@ -120,28 +119,6 @@ def test_each_model_builds_and_takes_a_training_step(name):
     model = compile_model(cfg, steps_per_epoch=1)
     probs = assert_takes_a_training_step(model)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-4)
-
-
-@pytest.mark.parametrize("name", ["rescnn", "resmlp"])
-def test_highpass_takes_a_uniform_shift_out_of_the_input_borders_included(name, tmp_path):
-    cfg = load_config([], [f"model.name={name}", "model.width=8", "model.depth=1", "model.highpass=9"])
-    model = build_model(cfg.model)
-    first = keras.Model(model.input, model.get_layer("highpass").output)
-    digits = np.random.default_rng(0).random((4, 28, 28, 1), dtype=np.float32)
-    np.testing.assert_allclose(first(digits + 0.3), first(digits), atol=1e-5)
-    assert np.abs(np.asarray(first(digits))).max() > 0.1  # the strokes stay
-    model.save(tmp_path / "m.keras")  # stock layers: loads in safe mode, without mnist99's objects
-    loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
-    np.testing.assert_allclose(loaded(digits), model(digits), atol=1e-6)
-    assert "highpass" not in [layer.name for layer in build_model(defaults().model).layers]  # off by default
-
-
-@pytest.mark.parametrize("size", [1, 2, 29])
-def test_highpass_windows_that_would_erase_the_digit_or_exceed_the_image_are_refused(size):
-    from mnist99.errors import ConfigError
-
-    with pytest.raises(ConfigError, match="model.highpass"):
-        load_config([], [f"model.highpass={size}"])
 
 
 def test_unknown_model_lists_valid_names():

@@ -143,21 +143,6 @@ def regularizer(cfg: ModelConfig) -> keras.regularizers.Regularizer | None:
     return keras.regularizers.L2(cfg.l2) if cfg.l2 > 0 else None
 
 
-def highpass(x, cfg: ModelConfig):
-    """The input minus its mean over a ``cfg.highpass``-px square around each pixel (unchanged when 0).
-
-    A grey background, haze or uneven light shifts every pixel of a region by about the same amount;
-    subtracting the local mean takes that out before the first layer, and keeps the strokes, which
-    are narrower than the window. Average pooling with "same" padding averages only the pixels inside
-    the image, so a uniform shift cancels at the borders too. Stock layers: the model still loads in
-    safe mode and exports to ONNX and LiteRT with builtin ops.
-    """
-    if not cfg.highpass:
-        return x
-    local = keras.layers.AveragePooling2D(cfg.highpass, strides=1, padding="same", name="local_mean")(x)
-    return keras.layers.Subtract(name="highpass")([x, local])
-
-
 def classifier_head(x, cfg: ModelConfig):
     """Dropout then a float32 softmax over the 10 digits (float32 even under mixed precision)."""
     x = dropout(cfg)(x)
