@@ -146,6 +146,7 @@ class ErasingConfig(ShareConfig):
 class LinesConfig(ShareConfig):
     max_wave: float = Field(ge=0, le=6)  # the stroke waves across its course by up to this many pixels
     dashed: float = Field(ge=0, le=1)  # chance that a stroke is dashed
+    across: float = Field(ge=0, le=1)  # chance that a stroke spans the width within 15 degrees of horizontal
 
 
 class ContrastConfig(Section):

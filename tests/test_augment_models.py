@@ -184,6 +184,22 @@ def test_lines_draw_one_white_stroke_dashed_as_asked():
     assert strokes.any(axis=1).sum(axis=1).std() > 2  # strokes of different extents and angles
 
 
+def test_lines_across_span_the_width_near_horizontal_anywhere_down_the_image():
+    """With across=1 every stroke crosses most of the width (as the zigzag and dotted-line corruptions
+    do) within 15 degrees of horizontal, at rows all over the image; with across=0 they are shorter."""
+    from mnist99.data.augment import RandomLines
+
+    blank = np.zeros((64, 28, 28, 1), np.float32)
+    ink = {a: np.asarray(RandomLines(1.0, max_wave=0.0, dashed=0.0, across=a, seed=3)(blank, training=True))[..., 0] > 0.5
+           for a in (0.0, 1.0)}
+    columns = ink[1.0].any(axis=1).sum(axis=1)
+    assert columns.min() >= 20 and columns.mean() > ink[0.0].any(axis=1).sum(axis=1).mean() + 8
+    rows = [np.nonzero(image.any(axis=1))[0] for image in ink[1.0]]
+    assert max(r.max() - r.min() for r in rows) <= 28 * np.tan(np.pi / 12) + 4  # the tilt, plus the pen's width
+    centres = [r.mean() for r in rows]
+    assert min(centres) < 8 and max(centres) > 20  # near the top and near the bottom
+
+
 def test_erasing_boxes_are_white_for_their_share():
     """white_share=1 fills every box white (a bright occluder); the default 0 keeps Keras' one black-box layer."""
     import keras
