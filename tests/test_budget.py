@@ -177,20 +177,44 @@ class Takes(keras.callbacks.Callback):
         self.clock.now += self.seconds[epoch]
 
 
+class Rates(keras.callbacks.Callback):
+    """The learning rate each step reads (the optimiser's current value before the step)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rates: list[float] = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.rates.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
+
+
+def fit_with_deadline(seconds: list[float], allowance: float, schedule=None):
+    """A fit of len(seconds) planned epochs of 4 steps, epoch i taking seconds[i] on a fake clock, under a
+    BudgetDeadline; SGD runs ``schedule`` (a constant rate when None). The loss is the mean output of a
+    one-weight linear model fed ones, starting at 0, so each step lowers the weight by exactly that step's
+    rate: the weight tells which rates the compiled step used. Returns the guard, the epochs run, the
+    rates the steps read and the model."""
+    from mnist99.training.callbacks import BudgetDeadline
+
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")])
+    model.compile(keras.optimizers.SGD(0.01 if schedule is None else schedule),
+                  loss=lambda y_true, y_pred: keras.ops.mean(y_pred))
+    clock, rates = FakeClock(), Rates()
+    guard = BudgetDeadline(allowance=allowance, clock=clock)
+    history = model.fit(np.ones((8, 1)), np.zeros((8, 1)), batch_size=2, epochs=len(seconds), verbose=0, shuffle=False,
+                        callbacks=[Takes(clock, seconds), guard, rates])
+    return guard, len(history.history["loss"]), rates.rates, model
+
+
 @pytest.mark.parametrize(("seconds", "epochs_run", "stopped_after"), [
     ([10, 10, 10, 10, 10], 5, None),  # as planned: 40 s + another 10 s still ends at the 50 s allowed
-    ([10, 10, 20, 20, 20], 3, 3),  # slower from epoch 3: 40 s + another 20 s would pass 50 s
+    ([10, 10, 20, 20, 20], 3, 3),  # slower from epoch 3: epochs after the first average 15 s, 40 s + 15 s pass 50 s
 ])
 def test_the_deadline_ends_a_fit_at_the_epoch_end_where_another_epoch_would_overrun(seconds, epochs_run, stopped_after):
     from mnist99.stages.train import budget_note
-    from mnist99.training.callbacks import BudgetDeadline
 
-    clock = FakeClock()
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
-    model.compile("sgd", "mse")
-    guard = BudgetDeadline(allowance=50, clock=clock)
-    history = model.fit(np.zeros((8, 4)), np.zeros((8, 2)), epochs=5, verbose=0, callbacks=[Takes(clock, seconds), guard])
-    assert len(history.history["loss"]) == epochs_run and guard.stopped_after == stopped_after
+    guard, run, _, _ = fit_with_deadline(seconds, allowance=50)
+    assert run == epochs_run and guard.stopped_after == stopped_after
     note = budget_note([guard], epochs_run, planned=5)
     assert note == (None if stopped_after is None else
                     "the budget's deadline ended it after epoch 3 of 5: its epochs took longer than planned")
@@ -322,36 +346,16 @@ def test_a_compressed_schedule_reaches_its_own_last_step_at_the_new_end_however_
         schedule.compress(now=6, end=6, base_end=12)
 
 
-class Rates(keras.callbacks.Callback):
-    """The learning rate each step reads (the optimiser's current value before the step)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.rates: list[float] = []
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self.rates.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
-
-
 def test_a_deadline_that_fits_fewer_epochs_compresses_the_schedule_so_the_fit_still_ends_on_its_last_rate(capsys):
     from mnist99.stages.train import budget_note
-    from mnist99.training.callbacks import BudgetDeadline
 
-    # 8 images in batches of 2: 4 steps an epoch, 5 epochs planned. The loss is the mean output of a
-    # one-weight linear model fed ones, so each SGD step lowers the weight by exactly that step's rate:
-    # the weight tells which rates the compiled step used.
     base = keras.optimizers.schedules.CosineDecay(0.1, decay_steps=20, alpha=0.01)
-    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")])
-    model.compile(keras.optimizers.SGD(base), loss=lambda y_true, y_pred: keras.ops.mean(y_pred))
-    clock, rates = FakeClock(), Rates()
-    guard = BudgetDeadline(allowance=50, clock=clock)
     # epoch 3 takes 15 s: epochs after the first average 12.5 s, and at 35 s one more fits in 50 s, not two
-    history = model.fit(np.ones((8, 1)), np.zeros((8, 1)), batch_size=2, epochs=5, verbose=0, shuffle=False,
-                        callbacks=[Takes(clock, [10, 10, 15, 15, 15]), guard, rates])
-    assert len(history.history["loss"]) == 4 and guard.stopped_after == 4 and guard.compressed
+    guard, run, rates, model = fit_with_deadline([10, 10, 15, 15, 15], allowance=50, schedule=base)
+    assert run == 4 and guard.stopped_after == 4 and guard.compressed
     # steps 0-11 as built; epoch 4's 4 steps run the schedule's last 8 (base steps 12, 14, 16, 18)
     expected = [float(base(s)) for s in [*range(12), 12, 14, 16, 18]]
-    assert rates.rates == pytest.approx(expected, rel=1e-5)
+    assert rates == pytest.approx(expected, rel=1e-5)
     assert -float(model.layers[0].kernel.numpy()[0, 0]) == pytest.approx(sum(expected), rel=1e-5)
     assert model.optimizer._learning_rate is base  # saved with the schedule it was built with
     assert "budget: 4 epochs fit, not 5 (epochs take 12.5 s)" in capsys.readouterr().out
@@ -360,26 +364,11 @@ def test_a_deadline_that_fits_fewer_epochs_compresses_the_schedule_so_the_fit_st
                                                  "to end there")
 
 
-def fit_with_deadline(seconds: list[float], allowance: float, schedule=None):
-    """A fit of len(seconds) planned epochs of 4 steps, epoch i taking seconds[i] on a fake clock, under a
-    BudgetDeadline; the optimiser runs ``schedule`` (a constant rate when None). Returns the guard, the
-    epochs run and the rates the steps read."""
-    from mnist99.training.callbacks import BudgetDeadline
-
-    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False)])
-    model.compile(keras.optimizers.SGD(0.01 if schedule is None else schedule), loss="mse")
-    clock, rates = FakeClock(), Rates()
-    guard = BudgetDeadline(allowance=allowance, clock=clock)
-    history = model.fit(np.ones((8, 1)), np.zeros((8, 1)), batch_size=2, epochs=len(seconds), verbose=0,
-                        callbacks=[Takes(clock, seconds), guard, rates])
-    return guard, len(history.history["loss"]), rates.rates
-
-
 def test_a_constant_rate_runs_the_epochs_that_still_fit_then_stops():
     from mnist99.stages.train import budget_note
 
     # after epoch 3 epochs take 12.5 s on average (10, 15): at 35 s, two more fit in 65 s, not three
-    guard, run, _ = fit_with_deadline([10, 10, 15, 15, 15, 15], allowance=65)
+    guard, run, _, _ = fit_with_deadline([10, 10, 15, 15, 15, 15], allowance=65)
     assert run == 5 and guard.stopped_after == 5 and not guard.compressed
     assert budget_note([guard], 5, planned=6) == ("the budget's deadline ended it after epoch 5 of 6: "
                                                  "its epochs took longer than planned")
@@ -388,7 +377,7 @@ def test_a_constant_rate_runs_the_epochs_that_still_fit_then_stops():
 def test_the_first_epochs_tracing_does_not_shorten_the_schedule():
     base = keras.optimizers.schedules.CosineDecay(0.1, decay_steps=20)
     # epoch 1 (25 s, tracing included) alone would leave room for one more in 65 s; the later ones show four
-    guard, run, rates = fit_with_deadline([25, 10, 10, 10, 10], allowance=65, schedule=base)
+    guard, run, rates, _ = fit_with_deadline([25, 10, 10, 10, 10], allowance=65, schedule=base)
     assert run == 5 and guard.stopped_after is None and not guard.compressed
     assert rates == pytest.approx([float(base(s)) for s in range(20)], rel=1e-5)
 
@@ -396,7 +385,7 @@ def test_the_first_epochs_tracing_does_not_shorten_the_schedule():
 def test_the_schedule_stretches_back_when_the_epochs_speed_up_again(capsys):
     base = keras.optimizers.schedules.CosineDecay(0.1, decay_steps=32)
     # epoch 3 takes 30 s: 5 epochs fit in 100 s; then 5-s epochs bring the mean down and all 8 fit again
-    guard, run, rates = fit_with_deadline([10, 10, 30, 5, 5, 5, 5, 5], allowance=100, schedule=base)
+    guard, run, rates, _ = fit_with_deadline([10, 10, 30, 5, 5, 5, 5, 5], allowance=100, schedule=base)
     assert run == 8 and guard.stopped_after is None and not guard.compressed
     printed = capsys.readouterr().out
     assert "budget: 5 epochs fit, not 8" in printed and "budget: 8 epochs fit, not 7" in printed
