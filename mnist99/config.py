@@ -195,6 +195,7 @@ class ModelConfig(Section):
     bn_momentum: float = Field(gt=0, lt=1)  # lower tracks the moving statistics faster
     residual: bool  # resmlp: each block added to its input
     batchnorm: bool  # resmlp: BatchNormalization after every hidden Dense layer
+    tophat: Literal[0] | Annotated[int, Field(ge=3, le=28)]  # white top-hat window on the input; 0: off
 
 
 class OptimizerConfig(Section):

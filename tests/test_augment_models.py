@@ -1,3 +1,4 @@
+import keras
 import numpy as np
 import pytest
 
@@ -119,6 +120,31 @@ def test_each_model_builds_and_takes_a_training_step(name):
     model = compile_model(cfg, steps_per_epoch=1)
     probs = assert_takes_a_training_step(model)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["rescnn", "resmlp"])
+def test_tophat_takes_backgrounds_wider_than_its_window_out_and_keeps_strokes(name, tmp_path):
+    cfg = load_config([], [f"model.name={name}", "model.width=8", "model.depth=1", "model.tophat=7"])
+    model = build_model(cfg.model)
+    first = keras.Model(model.input, model.get_layer("tophat").output)
+    stroke = np.zeros((1, 28, 28, 1), np.float32)
+    stroke[0, 4:24, 13:16] = 1.0  # a 3-px vertical stroke, as MNIST's 1
+    ramp = np.linspace(0.0, 0.5, 28, dtype=np.float32)[None, :, None, None] * np.ones((1, 28, 28, 1), np.float32)
+    np.testing.assert_allclose(first(stroke + 0.3), stroke, atol=1e-5)  # a grey background leaves, the borders too
+    # uneven light leaves too: all but its last 3 px of rise at the right border (the window's half)
+    np.testing.assert_allclose(first(stroke + ramp), stroke, atol=3 * 0.5 / 27 + 1e-5)
+    model.save(tmp_path / "m.keras")  # stock layers: loads in safe mode, without mnist99's objects
+    loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
+    np.testing.assert_allclose(loaded(stroke + ramp), model(stroke + ramp), atol=1e-6)
+    assert "tophat" not in [layer.name for layer in build_model(defaults().model).layers]  # off by default
+
+
+@pytest.mark.parametrize("size", [1, 2, 29])
+def test_tophat_windows_that_would_erase_the_digit_or_exceed_the_image_are_refused(size):
+    from mnist99.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="model.tophat"):
+        load_config([], [f"model.tophat={size}"])
 
 
 def test_unknown_model_lists_valid_names():

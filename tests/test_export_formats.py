@@ -28,11 +28,22 @@ ALL = ["keras", "saved_model", "onnx", "litert"]
 NAME = "mnist99-ensemble"
 
 
+def tophat_member(seed: int) -> keras.Model:
+    """A tiny member whose input goes through :func:`mnist99.models.layers.tophat` first."""
+    from mnist99.models.layers import tophat
+
+    keras.utils.set_random_seed(seed)
+    images = keras.Input((28, 28, 1))
+    x = tophat(images, load_config([], ["model.tophat=5"]).model)
+    return keras.Model(images, keras.layers.Dense(10, activation="softmax")(keras.layers.Flatten()(x)))
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, migrated_store):
     """The export stage's result for formats ``ALL`` and ``export.keep: 2`` over SavedModel versions 1-3
     left by earlier exports; with its config, Keras model and own MLflow store. Member 1 carries
-    test-time shifts, so the parity and builtin-ops checks cover them."""
+    test-time shifts and member 2 a top-hat input (``model.tophat``), so the parity and builtin-ops
+    checks cover them."""
     from mnist99 import tracking
     from mnist99.delivery.ensemble import combine, shift_averaged
     from mnist99.stages import export
@@ -47,7 +58,7 @@ def exported(tmp_path_factory, migrated_store):
         cfg = load_config([SMOKE], [f"export.dir={root / 'exports'}", f"export.formats=[{','.join(ALL)}]",
                                     "export.keep=2", "tracking.system_metrics=false"])
         tracking.setup(cfg)
-        model = combine([shift_averaged(tiny_member(1), [(0, 2), (-1, 0)]), tiny_member(2)], [0.25, 0.75])
+        model = combine([shift_averaged(tiny_member(1), [(0, 2), (-1, 0)]), tophat_member(2)], [0.25, 0.75])
         for old in ("1", "2", "3"):
             (root / "exports" / NAME / old).mkdir(parents=True)
         with tracking.stage_run(cfg, "ensemble", "ensemble-smoke") as active:

@@ -143,6 +143,29 @@ def regularizer(cfg: ModelConfig) -> keras.regularizers.Regularizer | None:
     return keras.regularizers.L2(cfg.l2) if cfg.l2 > 0 else None
 
 
+def tophat(x, cfg: ModelConfig):
+    """The input minus its grey opening over a ``cfg.tophat``-px square (unchanged when 0): a white top-hat.
+
+    The opening (the minimum over the window, then the maximum) keeps what is wider than the window: a
+    grey background, haze, uneven light. Subtracting it leaves the strokes, narrower than the window, on
+    black, so such backgrounds never reach the first layer, without training on any of them. A local mean
+    would take the strokes' own brightness out with the background; the opening leaves strokes whole.
+    Stock layers (a minimum is a max-pool of the negated image; "same" max-pooling ignores the
+    padding, so the borders are treated like the rest): the model loads in safe mode and exports to
+    ONNX and LiteRT with builtin ops.
+    """
+    if not cfg.tophat:
+        return x
+
+    def pool(name):
+        return keras.layers.MaxPooling2D(cfg.tophat, strides=1, padding="same", name=name)
+
+    negate = functools.partial(keras.layers.Rescaling, -1.0)
+    eroded = negate(name="tophat_eroded")(pool("tophat_min")(negate(name="tophat_negated")(x)))
+    opened = pool("tophat_opened")(eroded)
+    return keras.layers.Subtract(name="tophat")([x, opened])
+
+
 def classifier_head(x, cfg: ModelConfig):
     """Dropout then a float32 softmax over the 10 digits (float32 even under mixed precision)."""
     x = dropout(cfg)(x)

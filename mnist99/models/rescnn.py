@@ -11,7 +11,7 @@ import keras
 
 from mnist99.config import ModelConfig
 from mnist99.constants import MODEL_INPUT_SHAPE
-from mnist99.models.layers import activation, batch_norm, classifier_head, initializer, regularizer, widening
+from mnist99.models.layers import activation, batch_norm, classifier_head, initializer, regularizer, tophat, widening
 
 
 def conv_bn(x, filters: int, cfg: ModelConfig, kernel: int = 3, strides: int = 1):
@@ -37,7 +37,7 @@ def residual_block(x, filters: int, cfg: ModelConfig, strides: int = 1):
 
 def build(cfg: ModelConfig) -> keras.Model:
     inputs = keras.Input(MODEL_INPUT_SHAPE, name="image")
-    x = activation(cfg)(conv_bn(inputs, cfg.width * widening(cfg), cfg, kernel=5, strides=2))  # 14x14
+    x = activation(cfg)(conv_bn(tophat(inputs, cfg), cfg.width * widening(cfg), cfg, kernel=5, strides=2))  # 14x14
     for _ in range(cfg.depth - 1):
         x = residual_block(x, cfg.width, cfg)
     x = residual_block(x, 2 * cfg.width, cfg, strides=2)  # 7x7

@@ -11,7 +11,8 @@ import keras
 
 from mnist99.config import ModelConfig
 from mnist99.constants import MODEL_INPUT_SHAPE
-from mnist99.models.layers import activation, batch_norm, classifier_head, dropout, initializer, regularizer, widening
+from mnist99.models.layers import (activation, batch_norm, classifier_head, dropout, initializer, regularizer, tophat,
+                                   widening)
 
 
 def dense_layer(x, cfg: ModelConfig, name: str, dense_name: str):
@@ -35,7 +36,7 @@ def dense_block(x, cfg: ModelConfig, name: str):
 
 def build(cfg: ModelConfig) -> keras.Model:
     inputs = keras.Input(MODEL_INPUT_SHAPE, name="image")
-    x = dense_layer(keras.layers.Flatten()(inputs), cfg, "stem", "stem")
+    x = dense_layer(keras.layers.Flatten()(tophat(inputs, cfg)), cfg, "stem", "stem")
     for i in range(cfg.depth):
         x = dense_block(x, cfg, f"block{i + 1}")
     return keras.Model(inputs, classifier_head(x, cfg), name="resmlp")
