@@ -11,8 +11,7 @@ import keras
 
 from mnist99.config import ModelConfig
 from mnist99.constants import MODEL_INPUT_SHAPE
-from mnist99.models.layers import (activation, batch_norm, classifier_head, dropout, initializer, regularizer, tophat,
-                                   widening)
+from mnist99.models.layers import activation, batch_norm, classifier_head, dropout, initializer, regularizer, tophat, widening
 
 
 def dense_layer(x, cfg: ModelConfig, name: str, dense_name: str):
