@@ -201,7 +201,8 @@ def test_lines_draw_one_white_stroke_dashed_as_asked():
     blank = np.zeros((32, 28, 28, 1), np.float32)
     # a short stroke may fit in one dash: most, not all, dashed strokes fall apart
     for dashed, pieces, share, least in ((0.0, lambda n: n == 1, 0.8, 8), (1.0, lambda n: n >= 2, 0.6, 3)):
-        ink = np.asarray(RandomLines(probability=1.0, max_wave=0.0, dashed=dashed, seed=2)(blank, training=True))[..., 0]
+        lines = RandomLines(probability=1.0, max_wave=0.0, dashed=dashed, across=0.0, seed=2)
+        ink = np.asarray(lines(blank, training=True))[..., 0]
         assert ink.min() >= 0 and ink.max() <= 1
         strokes = ink > 0.5
         assert np.all(strokes.sum(axis=(1, 2)) >= least)  # a 10-px stroke, half of it in dashes

@@ -196,8 +196,8 @@ class RandomLines(_ShareOfImages):
     net that a stroke crossing the digit may not be part of it; drawn with elementwise ops on the pixel
     grid (no scatter), so it runs in ``tf.data`` at the speed of the other ops."""
 
-    def __init__(self, probability: float, max_wave: float, dashed: float, across: float = 0.0,
-                 seed: int | None = None, **kwargs):
+    def __init__(self, probability: float, max_wave: float, dashed: float, across: float, seed: int | None = None,
+                 **kwargs):
         super().__init__(probability, seed, **kwargs)
         self.max_wave, self.dashed, self.across = float(max_wave), float(dashed), float(across)
 
