@@ -150,6 +150,29 @@ def kill_mid_trial(procs: dict, experiment: str) -> str:
     return killed
 
 
+def search_losing_worker1(tmp_path, experiment: str, overrides: list[str], workers: dict[str, str],
+                          restarted: dict[str, str] | None = None) -> str:
+    """A chief and ``workers`` (process name -> ``--worker-id``) on one oracle; ``worker1`` SIGKILLed once its
+    trial runs, then ``restarted`` started the same way; waits for the search to end and asserts that every
+    process still there exited 0. Returns the killed trial's id."""
+    oracle = f"127.0.0.1:{free_port()}"
+
+    def worker(name: str, worker_id: str):
+        return start_tune(tmp_path, name, overrides, "--role", "worker", "--oracle", oracle,
+                          "--worker-id", worker_id, "--parent-wait", "120")
+
+    procs = {"chief": start_tune(tmp_path, "chief", overrides, "--role", "chief", "--oracle", oracle)}
+    try:
+        procs.update({name: worker(name, worker_id) for name, worker_id in workers.items()})
+        killed = kill_mid_trial(procs, experiment)
+        procs.update({name: worker(name, worker_id) for name, worker_id in (restarted or {}).items()})
+        wait_until(lambda: all(p.poll() is not None for p in procs.values()), 240, procs, "the search to end")
+        assert {n: p.returncode for n, p in procs.items()} == dict.fromkeys(procs, 0), logs(tmp_path)
+    finally:
+        kill_all(procs)
+    return killed
+
+
 @pytest.mark.integration
 @pytest.mark.slow
 @pytest.mark.scaling
@@ -158,17 +181,7 @@ def test_a_search_on_a_server_outlives_a_worker_killed_mid_trial(tmp_path, track
 
     url, experiment = tracking_server
     overrides = smoke_search_cfg(tmp_path, "tune.max_trials=3", "tune.trial_timeout=10", f"tune.experiment={experiment}")
-    oracle = f"127.0.0.1:{free_port()}"
-    procs = {"chief": start_tune(tmp_path, "chief", overrides, "--role", "chief", "--oracle", oracle)}
-    try:
-        procs.update({f"worker{i}": start_tune(tmp_path, f"worker{i}", overrides, "--role", "worker",
-                                               "--oracle", oracle, "--worker-id", str(i), "--parent-wait", "120")
-                      for i in (1, 2)})
-        killed = kill_mid_trial(procs, experiment)
-        wait_until(lambda: all(p.poll() is not None for p in procs.values()), 240, procs, "the search to end")
-        assert {n: p.returncode for n, p in procs.items()} == {"chief": 0, "worker2": 0}, logs(tmp_path)
-    finally:
-        kill_all(procs)
+    killed = search_losing_worker1(tmp_path, experiment, overrides, {"worker1": "1", "worker2": "2"})
     parents, trials = search_runs(url, experiment)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED", logs(tmp_path)
     by_trial = {r.data.tags["mnist99.trial_id"]: r for r in trials}
@@ -190,17 +203,7 @@ def test_a_worker_restarted_with_its_id_gets_its_trial_and_run_back(tmp_path, tr
 
     url, experiment = tracking_server
     overrides = smoke_search_cfg(tmp_path, "tune.max_trials=2", "tune.trial_timeout=120", f"tune.experiment={experiment}")
-    oracle = f"127.0.0.1:{free_port()}"
-    worker = ["--role", "worker", "--oracle", oracle, "--worker-id", "1", "--parent-wait", "120"]
-    procs = {"chief": start_tune(tmp_path, "chief", overrides, "--role", "chief", "--oracle", oracle),
-             "worker1": start_tune(tmp_path, "worker1", overrides, *worker)}
-    try:
-        killed = kill_mid_trial(procs, experiment)
-        procs["again"] = start_tune(tmp_path, "again", overrides, *worker)
-        wait_until(lambda: all(p.poll() is not None for p in procs.values()), 240, procs, "the search to end")
-        assert {n: p.returncode for n, p in procs.items()} == {"chief": 0, "again": 0}, logs(tmp_path)
-    finally:
-        kill_all(procs)
+    killed = search_losing_worker1(tmp_path, experiment, overrides, {"worker1": "1"}, restarted={"again": "1"})
     _, trials = search_runs(url, experiment)
     assert sorted(r.data.tags["mnist99.trial_id"] for r in trials) == ["0", "1"], logs(tmp_path)
     assert {r.info.status for r in trials} == {"FINISHED"}
