@@ -144,9 +144,16 @@ class ErasingConfig(ShareConfig):
 
 
 class LinesConfig(ShareConfig):
-    max_wave: float = Field(ge=0, le=6)  # the stroke waves across its course by up to this many pixels
+    min_wave: float = Field(ge=0, le=6)  # the stroke waves across its course by at least this many pixels
+    max_wave: float = Field(ge=0, le=6)  # ... and by at most this many
     dashed: float = Field(ge=0, le=1)  # chance that a stroke is dashed
     across: float = Field(ge=0, le=1)  # chance that a stroke spans the width within 15 degrees of horizontal
+
+    @model_validator(mode="after")
+    def _wave_range(self) -> LinesConfig:
+        if self.min_wave > self.max_wave:
+            raise ValueError(f"min_wave ({self.min_wave:g} px) must not exceed max_wave ({self.max_wave:g} px)")
+        return self
 
 
 class ContrastConfig(Section):

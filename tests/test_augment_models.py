@@ -227,6 +227,26 @@ def test_lines_across_span_the_width_near_horizontal_anywhere_down_the_image():
     assert min(centres) < 8 and max(centres) > 20  # near the top and near the bottom
 
 
+def test_lines_wave_by_at_least_min_wave():
+    """With min_wave every stroke waves off its straight course (as the zigzag corruption's does), by about
+    the amplitude's rms; with max_wave=0 strokes stay straight."""
+    from mnist99.data.augment import RandomLines
+
+    blank = np.zeros((32, 28, 28, 1), np.float32)
+
+    def off_course(min_wave, max_wave):  # per stroke: std of each column's ink row about a fitted line
+        lines = RandomLines(1.0, max_wave=max_wave, dashed=0.0, across=1.0, seed=3, min_wave=min_wave)
+        out = []
+        for image in np.asarray(lines(blank, training=True))[..., 0]:
+            cols = np.nonzero(image.sum(axis=0) > 0.5)[0]
+            rows = (image[:, cols] * np.arange(28)[:, None]).sum(axis=0) / image[:, cols].sum(axis=0)
+            out.append(np.std(rows - np.polyval(np.polyfit(cols, rows, 1), cols)))
+        return np.array(out)
+
+    assert off_course(0.0, 0.0).max() < 0.4
+    assert off_course(1.5, 3.0).min() > 0.7
+
+
 def test_erasing_boxes_are_white_for_their_share():
     """white_share=1 fills every box white (a bright occluder); the default 0 keeps Keras' one black-box layer."""
     import keras

@@ -30,6 +30,7 @@ def test_default_loads_and_files_merge_in_order():
         ("export.formats=[onnx,keras,onnx]", "export.formats lists 'onnx' twice"),
         ("export.formats=[]", "export.formats=[]"),
         ("export.keep=0", "export.keep=0"),
+        ("augment.lines.min_wave=4", "min_wave (4 px) must not exceed max_wave (3 px)"),
     ],
 )
 def test_bad_values_name_the_dotted_key(override, fragment):
