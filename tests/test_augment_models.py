@@ -247,6 +247,23 @@ def test_lines_wave_by_at_least_min_wave():
     assert off_course(1.5, 3.0).min() > 0.7
 
 
+def test_lines_pen_width_reaches_max_width():
+    """Each straight stroke across is 1 px to max_width px wide at half ink: about 1 px with max_width=1,
+    up to 5 px (and 3 px on average) with max_width=5."""
+    from mnist99.data.augment import RandomLines
+
+    blank = np.zeros((32, 28, 28, 1), np.float32)
+
+    def widths(max_width):  # per stroke: its median count of half-inked pixels down a column
+        lines = RandomLines(1.0, max_wave=0.0, dashed=0.0, across=1.0, seed=4, max_width=max_width)
+        ink = np.asarray(lines(blank, training=True))[..., 0] >= 0.5
+        return np.array([np.median(image.sum(axis=0)[4:-4]) for image in ink])
+
+    thin, broad = widths(1.0), widths(5.0)
+    assert thin.max() <= 2
+    assert broad.max() >= 4 and broad.max() <= 6 and broad.mean() > thin.mean() + 1.5
+
+
 def test_erasing_boxes_are_white_for_their_share():
     """white_share=1 fills every box white (a bright occluder); the default 0 keeps Keras' one black-box layer."""
     import keras

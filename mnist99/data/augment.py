@@ -190,16 +190,16 @@ class RandomBlur(_ShareOfImages):
 @keras.saving.register_keras_serializable(package="mnist99")
 class RandomLines(_ShareOfImages):
     """A white pen stroke over each chosen image: through a random point of the centre 20x20 at a random
-    angle, 10 to 40 px long, 1 to 3 px wide (anti-aliased), waving sideways by a sine of ``min_wave`` to
+    angle, 10 to 40 px long, 1 to ``max_width`` px wide (anti-aliased), waving sideways by a sine of ``min_wave`` to
     ``max_wave`` px and a 4-12 px period, dashed (2-4 px on and off) for a share ``dashed`` of the strokes; a share
     ``across`` instead spans the whole width within 15 degrees of horizontal, at any height. Teaches the
     net that a stroke crossing the digit may not be part of it; drawn with elementwise ops on the pixel
     grid (no scatter), so it runs in ``tf.data`` at the speed of the other ops."""
 
     def __init__(self, probability: float, max_wave: float, dashed: float, across: float, seed: int | None = None,
-                 min_wave: float = 0.0, **kwargs):
+                 min_wave: float = 0.0, max_width: float = 3.0, **kwargs):
         super().__init__(probability, seed, **kwargs)
-        self.min_wave, self.max_wave = float(min_wave), float(max_wave)
+        self.min_wave, self.max_wave, self.max_width = float(min_wave), float(max_wave), float(max_width)
         self.dashed, self.across = float(dashed), float(across)
 
     def _uniform(self, batch, low: float, high: float):
@@ -217,15 +217,16 @@ class RandomLines(_ShareOfImages):
         along = cols * ops.cos(angle) + rows * ops.sin(angle)
         across = rows * ops.cos(angle) - cols * ops.sin(angle)
         wave = draw(self.min_wave, self.max_wave) * ops.sin(2 * math.pi * along / draw(4.0, 12.0) + draw(0.0, 2 * math.pi))
-        ink = ops.clip(draw(0.5, 1.5) + 0.5 - ops.abs(across - wave), 0.0, 1.0)
+        half = draw(0.5, self.max_width / 2)  # full ink within half - 0.5 px of the centre line, none beyond half + 0.5
+        ink = ops.clip(half + 0.5 - ops.abs(across - wave), 0.0, 1.0)
         ink = ops.where(ops.abs(along) <= ops.where(spans, 20.0, draw(5.0, 20.0)), ink, 0.0)
         gap = ops.sin(math.pi * along / draw(2.0, 4.0) + draw(0.0, 2 * math.pi)) < 0
         ink = ops.where(ops.logical_and(draw(0.0, 1.0) < self.dashed, gap), 0.0, ink)
         return ops.clip(images + ink, 0.0, 1.0)
 
     def get_config(self):
-        return {**super().get_config(), "min_wave": self.min_wave, "max_wave": self.max_wave, "dashed": self.dashed,
-                "across": self.across}
+        return {**super().get_config(), "min_wave": self.min_wave, "max_wave": self.max_wave,
+                "max_width": self.max_width, "dashed": self.dashed, "across": self.across}
 
 
 @AUGMENT_OPS.register("blur")
@@ -245,7 +246,8 @@ def _erasing(cfg, seed: int) -> keras.layers.Layer:
 
 @AUGMENT_OPS.register("lines")
 def _lines(cfg, seed: int) -> keras.layers.Layer:
-    return RandomLines(cfg.probability, cfg.max_wave, cfg.dashed, cfg.across, seed=seed, min_wave=cfg.min_wave)
+    return RandomLines(cfg.probability, cfg.max_wave, cfg.dashed, cfg.across, seed=seed, min_wave=cfg.min_wave,
+                       max_width=cfg.max_width)
 
 
 @AUGMENT_OPS.register("contrast")
