@@ -196,8 +196,8 @@ class RandomLines(_ShareOfImages):
     net that a stroke crossing the digit may not be part of it; drawn with elementwise ops on the pixel
     grid (no scatter), so it runs in ``tf.data`` at the speed of the other ops."""
 
-    def __init__(self, probability: float, max_wave: float, dashed: float, across: float, seed: int | None = None,
-                 min_wave: float = 0.0, max_width: float = 3.0, **kwargs):
+    def __init__(self, probability: float, min_wave: float, max_wave: float, max_width: float, dashed: float,
+                 across: float, seed: int | None = None, **kwargs):
         super().__init__(probability, seed, **kwargs)
         self.min_wave, self.max_wave, self.max_width = float(min_wave), float(max_wave), float(max_width)
         self.dashed, self.across = float(dashed), float(across)
@@ -246,8 +246,7 @@ def _erasing(cfg, seed: int) -> keras.layers.Layer:
 
 @AUGMENT_OPS.register("lines")
 def _lines(cfg, seed: int) -> keras.layers.Layer:
-    return RandomLines(cfg.probability, cfg.max_wave, cfg.dashed, cfg.across, seed=seed, min_wave=cfg.min_wave,
-                       max_width=cfg.max_width)
+    return RandomLines(cfg.probability, cfg.min_wave, cfg.max_wave, cfg.max_width, cfg.dashed, cfg.across, seed=seed)
 
 
 @AUGMENT_OPS.register("contrast")
