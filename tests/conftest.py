@@ -13,6 +13,11 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
+if os.environ.get("MNIST99_DATA"):
+    # a relative $MNIST99_DATA (e.g. ../shared/data/mnist) names a folder from where pytest started; the tests
+    # that run stages in a temporary folder, and the processes they start, need it absolute
+    os.environ["MNIST99_DATA"] = os.path.abspath(os.environ["MNIST99_DATA"])
+
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = ROOT / "configs" / "smoke.yaml"
 
