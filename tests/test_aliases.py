@@ -2,6 +2,7 @@
 import argparse
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -81,6 +82,30 @@ def test_a_worse_export_stays_challenger_an_equal_or_better_one_becomes_champion
     assert promote(NAME, "2", True)["alias"] == "champion"  # --promote: the worse one, on request
     assert aliases_now() == {"champion": "2"}
     assert [m.name for m in client.search_registered_models()] == [NAME]  # no lock left behind
+
+
+@pytest.mark.integration  # real exports into a SQLite store
+def test_a_failed_gate_publishes_no_file_and_fails_the_run(cfg, tiny_members, tiny_splits, monkeypatch, capsys):
+    """The gate is the export's last step: when it raises (a registry that does not answer), the files of
+    the new version are not published, the champion's files stay as they were and the run is FAILED."""
+    from mnist99.stages import export as stage
+
+    model = combine(tiny_members, [0.5, 0.5])
+    first = export(cfg, ensemble_run(cfg, model, tiny_splits, 0.95))
+    folder = Path(cfg.export.dir)
+    before = {str(p): p.stat().st_mtime_ns for p in folder.rglob("*")}
+
+    def unreachable(*args):
+        raise ConnectionError("registry unreachable")
+
+    monkeypatch.setattr(stage.tracking, "gate", unreachable)
+    with pytest.raises(ConnectionError, match="registry unreachable"):
+        export(cfg, ensemble_run(cfg, model, tiny_splits, 0.99))
+    assert {str(p): p.stat().st_mtime_ns for p in folder.rglob("*")} == before  # no new file, none replaced
+    assert Path(first["files"]["keras"]).resolve() in {p.resolve() for p in folder.rglob("*.keras")}
+    failed = mlflow.search_runs(filter_string="tags.`mnist99.stage` = 'export'", output_format="list")
+    assert sorted(r.info.status for r in failed) == ["FAILED", "FINISHED"]
+    assert aliases_now() == {"champion": "1"}
 
 
 def aliases_now() -> dict[str, str]:

@@ -7,10 +7,10 @@ each of ``export.formats``: ``<export.dir>/<registered_name>.keras``, a TensorFl
 model (signature uint8 (-1, 28, 28) -> float32 (-1, 10)), registers it as a new version of
 ``export.registered_name`` (tags: source and member run ids, ``mnist99.formats``, the source's
 validation accuracy and split digest), keeps ``input_example.json`` and the ONNX/LiteRT files under
-``formats/``, and tags each file's path (``mnist99.file.<format>``). No export file is written (or
-replaced) when any step fails. The new version then gets the alias ``champion`` when its validation
-accuracy is at least the current champion's on the same validation split, else ``challenger``
-(``--promote``/``--no-promote`` override the gate; see docs/CHAMPION.md).
+``formats/``, and tags each file's path (``mnist99.file.<format>``). The new version then gets the
+alias ``champion`` when its validation accuracy is at least the current champion's on the same
+validation split, else ``challenger`` (``--promote``/``--no-promote`` override the gate; see
+docs/CHAMPION.md). No export file is written (or replaced) when any step fails, the gate included.
 """
 from __future__ import annotations
 
@@ -88,11 +88,13 @@ def export_run(cfg: Config, run_id: str | None = None, choice: Promote = "auto")
             for fmt, path in paths.staged.items():
                 if FORMATS[fmt].artifact:
                     tracking.log_artifact(path, FORMATS_ARTIFACT_DIR)
-        tracking.set_tags({"mnist99.registered_model": f"{name}/{version}",
-                           **{f"{FILE_TAG}{fmt}": str(path.resolve()) for fmt, path in paths.final.items()}})
-        # The alias comes last: a version is offered as champion only once its files and tags are in place.
-        tracking.record_validation(name, version, source)
-        promoted = promote(name, version, choice)
+            tracking.set_tags({"mnist99.registered_model": f"{name}/{version}",
+                               **{f"{FILE_TAG}{fmt}": str(path.resolve()) for fmt, path in paths.final.items()}})
+            # The alias comes last among the registry steps (a version is offered as champion only once its
+            # artifacts and tags are in place), yet inside the staging: if the gate fails (a registry that
+            # does not answer, a lock never released), no export file is published and the run is FAILED.
+            tracking.record_validation(name, version, source)
+            promoted = promote(name, version, choice)
     files = {fmt: str(path) for fmt, path in paths.final.items()}
     return {**result(active.info.run_id, source_id, member_ids, f"{name}/{version}", files), **promoted}
 
