@@ -10,7 +10,9 @@ percent. ``--model`` takes what ``mnist99.load_ensemble`` takes (a ``.keras`` fi
 ``benchmarks/train_speed.py`` does (15 epochs: ~2.5 min on a 2-core AVX-512 CPU) and scores it too.
 The digits are the evaluate stage's: ``evaluate.robustness_size`` test digits picked and corrupted
 with ``evaluate.robustness_seed`` (``--n`` and ``--seed`` override), so the table lines up with the
-``robust/*`` metrics of evaluated runs. Not a test: results are reported, never asserted.
+``robust/*`` metrics of evaluated runs. ``--split val`` picks them from the validation split instead:
+the table to choose between recipes on, leaving the test set to report the chosen one. Not a test:
+results are reported, never asserted.
 """
 from __future__ import annotations
 
@@ -30,6 +32,9 @@ from mnist99.data import corruptions, make_splits  # noqa: E402
 from mnist99.data.splits import stratified_subset  # noqa: E402
 from mnist99.reports import plots, robustness  # noqa: E402
 from mnist99.stages.evaluate import source_name  # noqa: E402
+
+
+SPLITS = {"test": lambda s: (s.x_test, s.y_test), "val": lambda s: (s.x_val, s.y_val)}  # --split: images, labels
 
 
 def cpu_model() -> str:
@@ -57,17 +62,21 @@ def main() -> None:
     parser.add_argument("--baseline-epochs", type=int, default=15)
     parser.add_argument("--n", type=int, help="test digits to corrupt (default: evaluate.robustness_size)")
     parser.add_argument("--examples", metavar="PNG", help="also draw 3 of the digits under each corruption")
+    parser.add_argument("--split", choices=SPLITS, default="test",
+                        help="the digits to corrupt: test (what evaluate reports) or val (to decide on)")
     parser.add_argument("--seed", type=int,
                         help="picks the digits and the corruptions' draws (default: evaluate.robustness_seed)")
     args = parser.parse_args()
     if not (args.model or args.baseline or args.examples):
         parser.error("nothing to do: give --model SOURCE (repeatable), --baseline or --examples PNG")
+    if args.baseline and args.split == "val":
+        parser.error("--baseline trains on the validation digits too: score it with --split test")
     cfg = load_config(args.config, args.overrides)
     tracking.use_store(cfg)  # runs:/ and models:/ sources resolve against the configured store
     n = cfg.evaluate.robustness_size if args.n is None else args.n
     seed = cfg.evaluate.robustness_seed if args.seed is None else args.seed
     splits = make_splits(cfg.data, cfg.seed)
-    images, labels = stratified_subset(splits.x_test, splits.y_test, n, seed)
+    images, labels = stratified_subset(*SPLITS[args.split](splits), n, seed)
     if args.examples:
         draw_examples(images[:3], seed, args.examples)
     models = {}  # column name -> a model, or a source loaded when it is scored
@@ -82,7 +91,7 @@ def main() -> None:
     if not models:
         return
     reports = {name: robustness.robustness(source, images, labels, seed=seed) for name, source in models.items()}
-    print(f"\n{len(labels)} test digits (seed {seed}) on {cpu_model()}\n")
+    print(f"\n{len(labels)} {'validation' if args.split == 'val' else 'test'} digits (seed {seed}) on {cpu_model()}\n")
     print(robustness.markdown(reports))
 
 

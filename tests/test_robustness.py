@@ -93,3 +93,28 @@ def test_the_benchmark_prints_one_column_per_model_and_the_baseline(tmp_path, ba
     assert any(line.startswith("100 test digits (seed 0)") for line in lines)
     rows = [line for line in lines if line.startswith("| ") and "family" not in line]
     assert len(rows) == len(corruptions.names()) + 5
+
+
+@pytest.mark.integration
+def test_the_benchmark_scores_validation_digits_with_split_val(tmp_path, bar_reader, capsys, monkeypatch):
+    """``--split val`` corrupts digits drawn from the validation split (to decide on), never the test set's;
+    the baseline, trained on the validation digits too, is refused there."""
+    require_real_data()
+    from benchmarks import robustness as benchmark
+
+    path = tmp_path / "reader.keras"
+    bar_reader.save(path)
+    drawn = []
+    monkeypatch.setattr(benchmark, "stratified_subset", lambda x, y, n, seed: drawn.append(x) or (x[:n], y[:n]))
+    argv = ["robustness.py", "-c", str(ROOT / "configs" / "smoke.yaml"), "--set", f"data.cache_dir={tmp_path / 'cache'}",
+            "--n", "50", "--split", "val"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--model", str(path)])
+    benchmark.main()
+    cfg = benchmark.load_config([str(ROOT / "configs" / "smoke.yaml")], [f"data.cache_dir={tmp_path / 'cache'}"])
+    splits = benchmark.make_splits(cfg.data, cfg.seed)
+    assert len(drawn) == 1 and np.array_equal(drawn[0], splits.x_val)
+    assert any(line.startswith("50 validation digits (seed 0)") for line in capsys.readouterr().out.splitlines())
+    monkeypatch.setattr(sys, "argv", [*argv, "--baseline"])
+    with pytest.raises(SystemExit):
+        benchmark.main()
+    assert "--baseline trains on the validation digits too" in capsys.readouterr().err
