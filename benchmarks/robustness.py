@@ -33,7 +33,6 @@ from mnist99.data.splits import stratified_subset  # noqa: E402
 from mnist99.reports import plots, robustness  # noqa: E402
 from mnist99.stages.evaluate import source_name  # noqa: E402
 
-
 SPLITS = {"test": lambda s: (s.x_test, s.y_test), "val": lambda s: (s.x_val, s.y_val)}  # --split: images, labels
 
 
