@@ -147,6 +147,7 @@ class LinesConfig(ShareConfig):
     min_wave: float = Field(ge=0, le=6)  # the stroke waves across its course by at least this many pixels
     max_wave: float = Field(ge=0, le=6)  # ... and by at most this many
     max_width: float = Field(ge=1, le=6)  # the pen is 1 px to this many wide (at half ink)
+    across_width: float = Field(ge=1, le=6)  # ... and for a stroke across, 1 px to this many
     dashed: float = Field(ge=0, le=1)  # chance that a stroke is dashed
     across: float = Field(ge=0, le=1)  # chance that a stroke spans the width within 15 degrees of horizontal
 

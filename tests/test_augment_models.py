@@ -201,8 +201,8 @@ def test_lines_draw_one_white_stroke_dashed_as_asked():
     blank = np.zeros((32, 28, 28, 1), np.float32)
     # a short stroke may fit in one dash: most, not all, dashed strokes fall apart
     for dashed, pieces, share, least in ((0.0, lambda n: n == 1, 0.8, 8), (1.0, lambda n: n >= 2, 0.6, 3)):
-        lines = RandomLines(probability=1.0, min_wave=0.0, max_wave=0.0, max_width=3.0, dashed=dashed, across=0.0,
-                            seed=2)
+        lines = RandomLines(probability=1.0, min_wave=0.0, max_wave=0.0, max_width=3.0, across_width=3.0,
+                            dashed=dashed, across=0.0, seed=2)
         ink = np.asarray(lines(blank, training=True))[..., 0]
         assert ink.min() >= 0 and ink.max() <= 1
         strokes = ink > 0.5
@@ -218,7 +218,7 @@ def test_lines_across_span_the_width_near_horizontal_anywhere_down_the_image():
     from mnist99.data.augment import RandomLines
 
     blank = np.zeros((64, 28, 28, 1), np.float32)
-    ink = {a: np.asarray(RandomLines(1.0, 0.0, 0.0, 3.0, dashed=0.0, across=a, seed=3)(blank, training=True))[..., 0] > 0.5
+    ink = {a: np.asarray(RandomLines(1.0, 0.0, 0.0, 3.0, 3.0, dashed=0.0, across=a, seed=3)(blank, training=True))[..., 0] > 0.5
            for a in (0.0, 1.0)}
     columns = ink[1.0].any(axis=1).sum(axis=1)
     assert columns.min() >= 20 and columns.mean() > ink[0.0].any(axis=1).sum(axis=1).mean() + 8
@@ -236,7 +236,7 @@ def test_lines_wave_by_at_least_min_wave():
     blank = np.zeros((32, 28, 28, 1), np.float32)
 
     def off_course(min_wave, max_wave):  # per stroke: std of each column's ink row about a fitted line
-        lines = RandomLines(1.0, min_wave, max_wave, 3.0, dashed=0.0, across=1.0, seed=3)
+        lines = RandomLines(1.0, min_wave, max_wave, 3.0, 3.0, dashed=0.0, across=1.0, seed=3)
         out = []
         for image in np.asarray(lines(blank, training=True))[..., 0]:
             cols = np.nonzero(image.sum(axis=0) > 0.5)[0]
@@ -248,21 +248,26 @@ def test_lines_wave_by_at_least_min_wave():
     assert off_course(1.5, 3.0).min() > 0.7
 
 
-def test_lines_pen_width_reaches_max_width():
-    """Each straight stroke across is 1 px to max_width px wide at half ink: about 1 px with max_width=1,
-    up to 5 px (2.7 px on average at this seed) with max_width=5."""
+def test_lines_pen_width_reaches_max_width_and_across_width():
+    """Each straight stroke across is 1 px to across_width px wide at half ink: about 1 px with across_width=1,
+    up to 5 px (2.7 px on average at this seed) with across_width=5, whatever max_width says; the other
+    strokes take max_width and ignore across_width."""
     from mnist99.data.augment import RandomLines
 
     blank = np.zeros((32, 28, 28, 1), np.float32)
 
-    def widths(max_width):  # per stroke: its median count of half-inked pixels down a column
-        lines = RandomLines(1.0, 0.0, 0.0, max_width, dashed=0.0, across=1.0, seed=4)
+    def widths(max_width, across_width, across=1.0):  # per stroke: the half-inked pixels over its length
+        lines = RandomLines(1.0, 0.0, 0.0, max_width, across_width, dashed=0.0, across=across, seed=4)
         ink = np.asarray(lines(blank, training=True))[..., 0] >= 0.5
-        return np.array([np.median(image.sum(axis=0)[4:-4]) for image in ink])
+        if across:  # a column crosses the near-horizontal stroke once: its median count is the width
+            return np.array([np.median(image.sum(axis=0)[4:-4]) for image in ink])
+        return np.array([image.sum() / max(image.any(axis=0).sum(), image.any(axis=1).sum()) for image in ink])
 
-    thin, broad = widths(1.0), widths(5.0)
+    thin, broad = widths(5.0, 1.0), widths(1.0, 5.0)
     assert thin.max() <= 2
     assert broad.max() >= 4 and broad.max() <= 6 and broad.mean() > thin.mean() + 1.5
+    others = {w: widths(w, 6.0 - w, across=0.0) for w in (1.0, 5.0)}  # strokes at any angle: max_width only
+    assert others[5.0].mean() > others[1.0].mean() + 1.0 and others[1.0].max() <= 2.5
 
 
 def test_erasing_boxes_are_white_for_their_share():

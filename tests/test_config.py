@@ -31,6 +31,7 @@ def test_default_loads_and_files_merge_in_order():
         ("export.formats=[]", "export.formats=[]"),
         ("export.keep=0", "export.keep=0"),
         ("augment.lines.min_wave=4", "min_wave (4 px) must not exceed max_wave (3 px)"),
+        ("augment.lines.across_width=0.5", "augment.lines.across_width"),
     ],
 )
 def test_bad_values_name_the_dotted_key(override, fragment):

@@ -192,14 +192,16 @@ class RandomLines(_ShareOfImages):
     """A white pen stroke over each chosen image: through a random point of the centre 20x20 at a random
     angle, 10 to 40 px long, 1 to ``max_width`` px wide (anti-aliased), waving sideways by a sine of ``min_wave`` to
     ``max_wave`` px and a 4-12 px period, dashed (2-4 px on and off) for a share ``dashed`` of the strokes; a share
-    ``across`` instead spans the whole width within 15 degrees of horizontal, at any height. Teaches the
+    ``across`` instead spans the whole width within 15 degrees of horizontal, at any height, 1 to
+    ``across_width`` px wide (a ruled line or a strike-through may be bolder than the digit's pen). Teaches the
     net that a stroke crossing the digit may not be part of it; drawn with elementwise ops on the pixel
     grid (no scatter), so it runs in ``tf.data`` at the speed of the other ops."""
 
-    def __init__(self, probability: float, min_wave: float, max_wave: float, max_width: float, dashed: float,
-                 across: float, seed: int | None = None, **kwargs):
+    def __init__(self, probability: float, min_wave: float, max_wave: float, max_width: float, across_width: float,
+                 dashed: float, across: float, seed: int | None = None, **kwargs):
         super().__init__(probability, seed, **kwargs)
         self.min_wave, self.max_wave, self.max_width = float(min_wave), float(max_wave), float(max_width)
+        self.across_width = float(across_width)
         self.dashed, self.across = float(dashed), float(across)
 
     def _uniform(self, batch, low: float, high: float):
@@ -217,7 +219,8 @@ class RandomLines(_ShareOfImages):
         along = cols * ops.cos(angle) + rows * ops.sin(angle)
         across = rows * ops.cos(angle) - cols * ops.sin(angle)
         wave = draw(self.min_wave, self.max_wave) * ops.sin(2 * math.pi * along / draw(4.0, 12.0) + draw(0.0, 2 * math.pi))
-        half = draw(0.5, self.max_width / 2)  # full ink within half - 0.5 px of the centre line, none beyond half + 0.5
+        # full ink within half - 0.5 px of the centre line, none beyond half + 0.5
+        half = ops.where(spans, draw(0.5, self.across_width / 2), draw(0.5, self.max_width / 2))
         ink = ops.clip(half + 0.5 - ops.abs(across - wave), 0.0, 1.0)
         ink = ops.where(ops.abs(along) <= ops.where(spans, 20.0, draw(5.0, 20.0)), ink, 0.0)
         gap = ops.sin(math.pi * along / draw(2.0, 4.0) + draw(0.0, 2 * math.pi)) < 0
@@ -226,7 +229,8 @@ class RandomLines(_ShareOfImages):
 
     def get_config(self):
         return {**super().get_config(), "min_wave": self.min_wave, "max_wave": self.max_wave,
-                "max_width": self.max_width, "dashed": self.dashed, "across": self.across}
+                "max_width": self.max_width, "across_width": self.across_width, "dashed": self.dashed,
+                "across": self.across}
 
 
 @AUGMENT_OPS.register("blur")
@@ -246,7 +250,8 @@ def _erasing(cfg, seed: int) -> keras.layers.Layer:
 
 @AUGMENT_OPS.register("lines")
 def _lines(cfg, seed: int) -> keras.layers.Layer:
-    return RandomLines(cfg.probability, cfg.min_wave, cfg.max_wave, cfg.max_width, cfg.dashed, cfg.across, seed=seed)
+    return RandomLines(cfg.probability, cfg.min_wave, cfg.max_wave, cfg.max_width, cfg.across_width, cfg.dashed,
+                       cfg.across, seed=seed)
 
 
 @AUGMENT_OPS.register("contrast")
