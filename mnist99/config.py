@@ -231,6 +231,7 @@ class EarlyStoppingConfig(Section):
     enabled: bool
     patience: int = Field(ge=1)
     min_delta: float = Field(ge=0)
+    start_from: float = Field(ge=0, lt=1)  # share of train.epochs before val_loss is watched
 
 
 class BudgetOverheadConfig(Section):

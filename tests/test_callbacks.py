@@ -94,3 +94,26 @@ def test_a_kill_while_the_backup_is_written_resumes_from_the_previous_epoch(tmp_
     for restored, kept in zip(first[0], saved[1]):
         np.testing.assert_array_equal(restored, kept)
     assert not backup.exists()  # a finished fit removes its backup
+
+
+@pytest.mark.parametrize("start_from, stops_after", [(0.0, 4), (0.5, 14)])
+def test_early_stopping_watches_from_its_share_of_the_epochs(start_from, stops_after):
+    """A val_loss that never improves after epoch 1 (the one-cycle's plateau) stops training ``patience``
+    epochs after the first epoch watched: after epoch 4 of 20 with start_from 0, after epoch 14 with 0.5
+    (epochs 11-14 watched); the kept weights are then from a watched epoch."""
+    from mnist99.config import load_config
+    from mnist99.training.recipe import standard_callbacks
+
+    cfg = load_config([], ["train.epochs=20", "train.optimizer.ema=null", "train.early_stopping.patience=3",
+                           f"train.early_stopping.start_from={start_from}"])
+    [stopping] = [cb for cb in standard_callbacks(cfg) if isinstance(cb, keras.callbacks.EarlyStopping)]
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    model.stop_training = False  # what fit sets before the first epoch
+    stopping.set_model(model)
+    stopping.on_train_begin()
+    epoch = 0
+    while not model.stop_training and epoch < 20:
+        stopping.on_epoch_end(epoch, {"val_loss": 0.5 if epoch == 0 else 0.6})
+        epoch += 1
+    assert epoch == stops_after
+    assert stopping.best_epoch == (0 if start_from == 0 else 10)

@@ -85,7 +85,10 @@ def standard_callbacks(cfg: Config, *extra: keras.callbacks.Callback) -> list[ke
     """NaN guard, EMA swap, ``extra`` (e.g. timers), then early stopping on ``val_loss``, in that order.
 
     With an EMA the averaged weights are swapped in for each epoch's validation, so early stopping
-    and every ``extra`` callback's epoch-end logs judge the weights that are kept.
+    and every ``extra`` callback's epoch-end logs judge the weights that are kept. Early stopping
+    watches only from ``start_from`` of the epochs on: while a one-cycle's rate is high, val_loss
+    plateaus for longer than any patience in a long schedule, and the weights worth keeping come
+    from the annealing after it.
     """
     tcfg = cfg.train
     cbs: list[keras.callbacks.Callback] = [keras.callbacks.TerminateOnNaN()]
@@ -95,5 +98,5 @@ def standard_callbacks(cfg: Config, *extra: keras.callbacks.Callback) -> list[ke
     if tcfg.early_stopping.enabled:
         cbs.append(keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=tcfg.early_stopping.patience, min_delta=tcfg.early_stopping.min_delta,
-            restore_best_weights=True))
+            restore_best_weights=True, start_from_epoch=round(tcfg.early_stopping.start_from * tcfg.epochs)))
     return cbs
