@@ -234,6 +234,7 @@ def test_costs_add_up_from_the_measured_speed():
 def test_early_stopping_before_the_plan_is_said_and_the_finish_is_estimated():
     assert budget.early_stop_note(7, 9) == "early stopping ended it after epoch 7 of 9, before its share of the budget"
     assert budget.early_stop_note(9, 9) is None
+    assert budget.early_stop_note(7, 9, budgeted=False) == "early stopping ended it after epoch 7 of 9"
     member = MemberCost(epoch=10, fixed=20)
     assert budget.finish_estimate(member, 4, member_started=1000, members_after=2, after_seconds=30) == 1000 + 3 * 60 + 30
     assert budget.finish_line("ensemble: member 1/3", member, 4, 0).startswith("ensemble: member 1/3: ~1.0 min per member, "

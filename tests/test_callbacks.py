@@ -117,3 +117,19 @@ def test_early_stopping_watches_from_its_share_of_the_epochs(start_from, stops_a
         epoch += 1
     assert epoch == stops_after
     assert stopping.best_epoch == (0 if start_from == 0 else 10)
+
+
+def test_the_kept_epoch_is_early_stoppings_best_or_the_last_where_it_watched_none():
+    """best_epoch names the weights the fit ends with: early stopping's best of the epochs it watched;
+    the last epoch when a fit ended before start_from (nothing restored); with no early stopping, the
+    curve's lowest val_loss."""
+    from mnist99.training.fit import kept_epoch
+
+    watched = keras.callbacks.EarlyStopping(restore_best_weights=True)
+    watched.best_epoch, watched.best_weights = 5, [np.zeros(1)]
+    unwatched = keras.callbacks.EarlyStopping(restore_best_weights=True, start_from_epoch=10)
+    unwatched.best_epoch, unwatched.best_weights = 0, None
+    epochs, losses = [3, 4, 5, 6, 7], [0.5, 0.4, 0.45, 0.6, 0.7]
+    assert kept_epoch([watched], epochs, losses) == 6
+    assert kept_epoch([unwatched], epochs, losses) == 8
+    assert kept_epoch([], epochs, losses) == 5

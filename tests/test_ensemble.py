@@ -198,3 +198,21 @@ def test_ensemble_reuses_a_train_run_of_the_same_config(smoke_cfg, store, capsys
     assert out["member_run_ids"][0] == first["run_id"] and out["member_run_ids"][1] != first["run_id"]
     assert f"member 1/2 reuses FINISHED train run {first['run_id']}" in capsys.readouterr().out
     assert out["member_1_test_accuracy"] == pytest.approx(first["test_accuracy"], abs=1e-6)
+
+
+@pytest.mark.integration
+def test_a_member_that_early_stopping_ended_says_so(smoke_cfg, store, capsys):
+    """Without a budget too, a member that stopped before its epochs says when, and whose weights it keeps:
+    the ensemble prints no other line per member. (A min_delta no epoch can reach stops it after epoch 2.)"""
+    from mnist99 import tracking
+    from mnist99.config import with_overrides
+    from mnist99.data import make_splits
+    from mnist99.stages.ensemble import fit_member
+
+    cfg = with_overrides(smoke_cfg, {"ensemble.size": 1, "train.epochs": 4, "train.early_stopping.patience": 1,
+                                     "train.early_stopping.min_delta": 10.0, "train.early_stopping.start_from": 0.0})
+    tracking.setup(cfg)
+    out = fit_member(cfg, make_splits(cfg.data, cfg.seed), 1)
+    assert (out["epochs_run"], out["best_epoch"]) == (2, 1)
+    assert ("ensemble: member 1/1: early stopping ended it after epoch 2 of 4; the weights of epoch 1 are kept"
+            in capsys.readouterr().out.splitlines())

@@ -97,8 +97,8 @@ def fit_member(cfg: Config, splits: Splits, index: int, nested: bool = False, fo
     ``force``), else trained here under its claim (:mod:`mnist99.tracking.claims`), waiting while
     another process trains it. Returns ``run_id``, and the ``model`` and metrics when trained here.
 
-    ``budgeted``: the plan its epochs come from; the member stops at its deadline and says when it
-    or early stopping ended it before its planned epochs.
+    ``budgeted``: the plan its epochs come from; the member stops at its deadline. A member that ended
+    before its planned epochs says so, and which epoch's weights it keeps.
     """
     from mnist99.delivery.ensemble import member_plan
     from mnist99.stages.train import budget_note, deadline, train_in_run
@@ -117,9 +117,9 @@ def fit_member(cfg: Config, splits: Splits, index: int, nested: bool = False, fo
                 share = sum(run_id is None for _, run_id in plan[:index - 1])  # the plan covers unnamed members
                 extra = [*(callbacks or []), *deadline(budgeted, share)]
                 out = train_in_run(member_cfg, splits, nested=nested, name=name, callbacks=extra, tags=claim.run_tags)
-                note = budget_note(extra, out["epochs_run"], member_cfg.train.epochs) if budgeted else None
-                if note:
-                    print(f"{label}: {note}")
+                note = budget_note(extra, out["epochs_run"], member_cfg.train.epochs, budgeted=budgeted is not None)
+                if note:  # the per-member line a stopped member needs: the ensemble prints no other
+                    print(f"{label}: {note}; the weights of epoch {out['best_epoch']} are kept")
                 return out
     print(f"{label} reuses FINISHED train run {found.info.run_id} (same config, data and code)")
     return {"run_id": found.info.run_id}

@@ -92,11 +92,12 @@ def deadline(plan: Plan | None, member: int) -> list:
     return [] if allowance is None else [BudgetDeadline(allowance)]
 
 
-def budget_note(callbacks: Sequence, epochs_run: int, planned: int) -> str | None:
-    """What to say when a budgeted fit ended before its planned epochs: its deadline or early stopping."""
+def budget_note(callbacks: Sequence, epochs_run: int, planned: int, budgeted: bool = True) -> str | None:
+    """What to say when a fit ended before its planned epochs: early stopping or (``budgeted``) its deadline."""
     stopped = any(getattr(cb, "stopped_after", None) for cb in callbacks)
     compressed = any(getattr(cb, "compressed", False) for cb in callbacks)
-    return budget.early_stop_note(epochs_run, planned, deadline_stopped=stopped, compressed=compressed)
+    return budget.early_stop_note(epochs_run, planned, deadline_stopped=stopped, compressed=compressed,
+                                  budgeted=budgeted)
 
 
 def with_epochs(cfg: Config, epochs: int) -> Config:

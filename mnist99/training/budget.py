@@ -204,12 +204,14 @@ def used_line(budget: float, seconds: float) -> str:
 
 
 def early_stop_note(epochs_run: int, planned: int, deadline_stopped: bool = False,
-                    compressed: bool = False) -> str | None:
-    """What to say when a budgeted member ended before its planned epochs (else None): early stopping
-    ended it, or its deadline did (epochs ran slower than planned), with its learning-rate schedule
+                    compressed: bool = False, budgeted: bool = True) -> str | None:
+    """What to say when a member ended before its planned epochs (else None): early stopping ended it,
+    or (``budgeted``) its deadline did (epochs ran slower than planned), with its learning-rate schedule
     ``compressed`` to end there or cut."""
     if epochs_run >= planned:
         return None
+    if not budgeted:
+        return f"early stopping ended it after epoch {epochs_run} of {planned}"
     if deadline_stopped:
         schedule = "; its learning-rate schedule was shortened to end there" if compressed else ""
         return (f"the budget's deadline ended it after epoch {epochs_run} of {planned}: "

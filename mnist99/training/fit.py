@@ -81,6 +81,17 @@ def set_up(cfg: Config, splits: Splits) -> Setup:
     return Setup(model, wrapped, train_ds, val_ds)
 
 
+def kept_epoch(callbacks: list[keras.callbacks.Callback], epochs: list[int], val_losses: list[float]) -> int:
+    """The epoch (from 1) whose weights the fit ends with: early stopping's best among the epochs it
+    watched, or the last epoch where it watched none (a fit cut before ``start_from``); with early
+    stopping off, the epoch of the lowest val_loss (the weights kept are the last, but the curve's best
+    is what a study compares)."""
+    stopping = [cb for cb in callbacks if isinstance(cb, keras.callbacks.EarlyStopping)]
+    if not stopping:
+        return epochs[min(range(len(epochs)), key=val_losses.__getitem__)] + 1
+    return (stopping[0].best_epoch if stopping[0].best_weights is not None else epochs[-1]) + 1
+
+
 def train_model(cfg: Config, splits: Splits, callbacks: list[keras.callbacks.Callback] | None = None,
                 backup_dir: Path | None = None, check_every: int | None = None) -> TrainResult:
     """Train one model on ``splits.train``, early-stopping on ``val_loss``; evaluate on val and test.
@@ -107,9 +118,8 @@ def train_model(cfg: Config, splits: Splits, callbacks: list[keras.callbacks.Cal
     hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
     val_loss, val_acc = model.evaluate(make_dataset(splits.x_val, splits.y_val, EVAL_BATCH), verbose=0)
     test_loss, test_acc = model.evaluate(make_dataset(splits.x_test, splits.y_test, EVAL_BATCH), verbose=0)
-    # history.epoch holds the epoch indices this call ran: after a resume they start past 0.
-    epochs = history.epoch
-    best_epoch = epochs[min(range(len(epochs)), key=hist["val_loss"].__getitem__)] + 1
+    epochs = history.epoch  # the epoch indices this call ran: after a resume they start past 0
+    best_epoch = kept_epoch(cbs, epochs, hist["val_loss"])
     metrics = {
         "test_accuracy": test_acc, "test_loss": test_loss, "val_accuracy": val_acc, "val_loss": val_loss,
         "best_epoch": best_epoch, "epochs_run": epochs[-1] + 1, "first_epoch": epochs[0] + 1, "train_seconds": train_seconds,
