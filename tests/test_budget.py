@@ -211,11 +211,11 @@ def fit_with_deadline(seconds: list[float], allowance: float, schedule=None):
     ([10, 10, 20, 20, 20], 3, 3),  # slower from epoch 3: epochs after the first average 15 s, 40 s + 15 s pass 50 s
 ])
 def test_the_deadline_ends_a_fit_at_the_epoch_end_where_another_epoch_would_overrun(seconds, epochs_run, stopped_after):
-    from mnist99.stages.train import budget_note
+    from mnist99.stages.train import stop_note
 
     guard, run, _, _ = fit_with_deadline(seconds, allowance=50)
     assert run == epochs_run and guard.stopped_after == stopped_after
-    note = budget_note([guard], epochs_run, planned=5)
+    note = stop_note([guard], epochs_run, planned=5)
     assert note == (None if stopped_after is None else
                     "the budget's deadline ended it after epoch 3 of 5: its epochs took longer than planned")
 
@@ -348,7 +348,7 @@ def test_a_compressed_schedule_reaches_its_own_last_step_at_the_new_end_however_
 
 
 def test_a_deadline_that_fits_fewer_epochs_compresses_the_schedule_so_the_fit_still_ends_on_its_last_rate(capsys):
-    from mnist99.stages.train import budget_note
+    from mnist99.stages.train import stop_note
 
     base = keras.optimizers.schedules.CosineDecay(0.1, decay_steps=20, alpha=0.01)
     # epoch 3 takes 15 s: epochs after the first average 12.5 s, and at 35 s one more fits in 50 s, not two
@@ -360,18 +360,18 @@ def test_a_deadline_that_fits_fewer_epochs_compresses_the_schedule_so_the_fit_st
     assert -float(model.layers[0].kernel.numpy()[0, 0]) == pytest.approx(sum(expected), rel=1e-5)
     assert model.optimizer._learning_rate is base  # saved with the schedule it was built with
     assert "budget: 4 epochs fit, not 5 (epochs take 12.5 s)" in capsys.readouterr().out
-    assert budget_note([guard], 4, planned=5) == ("the budget's deadline ended it after epoch 4 of 5: its epochs "
+    assert stop_note([guard], 4, planned=5) == ("the budget's deadline ended it after epoch 4 of 5: its epochs "
                                                  "took longer than planned; its learning-rate schedule was shortened "
                                                  "to end there")
 
 
 def test_a_constant_rate_runs_the_epochs_that_still_fit_then_stops():
-    from mnist99.stages.train import budget_note
+    from mnist99.stages.train import stop_note
 
     # after epoch 3 epochs take 12.5 s on average (10, 15): at 35 s, two more fit in 65 s, not three
     guard, run, _, _ = fit_with_deadline([10, 10, 15, 15, 15, 15], allowance=65)
     assert run == 5 and guard.stopped_after == 5 and not guard.compressed
-    assert budget_note([guard], 5, planned=6) == ("the budget's deadline ended it after epoch 5 of 6: "
+    assert stop_note([guard], 5, planned=6) == ("the budget's deadline ended it after epoch 5 of 6: "
                                                  "its epochs took longer than planned")
 
 

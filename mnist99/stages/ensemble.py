@@ -101,7 +101,7 @@ def fit_member(cfg: Config, splits: Splits, index: int, nested: bool = False, fo
     before its planned epochs says so, and which epoch's weights it keeps.
     """
     from mnist99.delivery.ensemble import member_plan
-    from mnist99.stages.train import budget_note, deadline, train_in_run
+    from mnist99.stages.train import deadline, stop_note, train_in_run
 
     plan = member_plan(cfg)
     member_cfg, label = plan[index - 1][0], f"ensemble: member {index}/{len(plan)}"
@@ -117,7 +117,7 @@ def fit_member(cfg: Config, splits: Splits, index: int, nested: bool = False, fo
                 share = sum(run_id is None for _, run_id in plan[:index - 1])  # the plan covers unnamed members
                 extra = [*(callbacks or []), *deadline(budgeted, share)]
                 out = train_in_run(member_cfg, splits, nested=nested, name=name, callbacks=extra, tags=claim.run_tags)
-                note = budget_note(extra, out["epochs_run"], member_cfg.train.epochs, budgeted=budgeted is not None)
+                note = stop_note(extra, out["epochs_run"], member_cfg.train.epochs, budgeted=budgeted is not None)
                 if note:  # the per-member line a stopped member needs: the ensemble prints no other
                     print(f"{label}: {note}; the weights of epoch {out['best_epoch']} are kept")
                 return out

@@ -92,7 +92,7 @@ def deadline(plan: Plan | None, member: int) -> list:
     return [] if allowance is None else [BudgetDeadline(allowance)]
 
 
-def budget_note(callbacks: Sequence, epochs_run: int, planned: int, budgeted: bool = True) -> str | None:
+def stop_note(callbacks: Sequence, epochs_run: int, planned: int, budgeted: bool = True) -> str | None:
     """What to say when a fit ended before its planned epochs: early stopping or (``budgeted``) its deadline."""
     stopped = any(getattr(cb, "stopped_after", None) for cb in callbacks)
     compressed = any(getattr(cb, "compressed", False) for cb in callbacks)
@@ -177,7 +177,7 @@ def run(cfg: Config, args: argparse.Namespace | None = None) -> dict:
         f"seconds_to_val_99={'never' if to99 is None else f'{to99:.0f}'}"
     )
     if budgeted is not None:
-        note = budget_note(timer, out["epochs_run"], cfg.train.epochs)
+        note = stop_note(timer, out["epochs_run"], cfg.train.epochs)
         if note:
             print(f"train: {note}")
         report_budget("train", budgeted[0], started, out["run_id"])
