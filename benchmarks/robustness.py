@@ -33,7 +33,7 @@ from mnist99.data.splits import stratified_subset  # noqa: E402
 from mnist99.reports import plots, robustness  # noqa: E402
 from mnist99.stages.evaluate import source_name  # noqa: E402
 
-SPLITS = {"test": lambda s: (s.x_test, s.y_test), "val": lambda s: (s.x_val, s.y_val)}  # --split: images, labels
+SPLITS = {"test": "test", "val": "validation"}  # --split: the Splits part, and how the table names it
 
 
 def cpu_model() -> str:
@@ -75,7 +75,7 @@ def main() -> None:
     n = cfg.evaluate.robustness_size if args.n is None else args.n
     seed = cfg.evaluate.robustness_seed if args.seed is None else args.seed
     splits = make_splits(cfg.data, cfg.seed)
-    images, labels = stratified_subset(*SPLITS[args.split](splits), n, seed)
+    images, labels = stratified_subset(*splits.parts()[args.split], n, seed)
     if args.examples:
         draw_examples(images[:3], seed, args.examples)
     models = {}  # column name -> a model, or a source loaded when it is scored
@@ -90,7 +90,7 @@ def main() -> None:
     if not models:
         return
     reports = {name: robustness.robustness(source, images, labels, seed=seed) for name, source in models.items()}
-    print(f"\n{len(labels)} {'validation' if args.split == 'val' else 'test'} digits (seed {seed}) on {cpu_model()}\n")
+    print(f"\n{len(labels)} {SPLITS[args.split]} digits (seed {seed}) on {cpu_model()}\n")
     print(robustness.markdown(reports))
 
 

@@ -28,8 +28,12 @@ class Splits:
     source: str
     digest: str  # sha256 over the full 70,000 images and labels, before any split
 
+    def parts(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Each split by name (train, val, test): its images and labels."""
+        return {"train": (self.x_train, self.y_train), "val": (self.x_val, self.y_val), "test": (self.x_test, self.y_test)}
+
     def counts(self) -> dict[str, int]:
-        return {"train": len(self.y_train), "val": len(self.y_val), "test": len(self.y_test)}
+        return {name: len(y) for name, (_, y) in self.parts().items()}
 
 
 def stratified_subset(x: np.ndarray, y: np.ndarray, size: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -92,8 +92,7 @@ def log_dataset(splits, context_prefix: str = "") -> None:
     import numpy as np
 
     counts = {}
-    for split, (x, y) in {"train": (splits.x_train, splits.y_train), "val": (splits.x_val, splits.y_val),
-                          "test": (splits.x_test, splits.y_test)}.items():
+    for split, (x, y) in splits.parts().items():
         ds = mlflow.data.from_numpy(x, targets=y, source=splits.source, name=f"mnist-{split}")
         _log_input(ds, context=f"{context_prefix}{split}")
         counts[split] = {str(d): int(c) for d, c in enumerate(np.bincount(y, minlength=NUM_CLASSES))}
