@@ -85,7 +85,7 @@ def test_a_worse_export_stays_challenger_an_equal_or_better_one_becomes_champion
 
 
 @pytest.mark.integration  # real exports into a SQLite store
-def test_a_failed_gate_publishes_no_file_and_fails_the_run(cfg, tiny_members, tiny_splits, monkeypatch, capsys):
+def test_a_failed_gate_publishes_no_file_and_fails_the_run(cfg, tiny_members, tiny_splits, monkeypatch):
     """The gate is the export's last step: when it raises (a registry that does not answer), the files of
     the new version are not published, the champion's files stay as they were and the run is FAILED."""
     from mnist99.stages import export as stage
