@@ -247,6 +247,7 @@ class TrainConfig(Section):
     # A time budget for the job, in seconds: it sets the epochs of each member (mnist99.training.budget)
     budget: OptionalDuration
     budget_max_epochs: int = Field(ge=1, le=1000)  # the most epochs a budget gives one member
+    budget_min_epochs: int = Field(ge=1, le=1000)  # fewer each, and an ensemble's budget trains fewer members
     budget_overhead: BudgetOverheadConfig
     batch_size: int = Field(ge=1, le=65536)
     label_smoothing: float = Field(ge=0, lt=1)

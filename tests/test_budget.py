@@ -15,7 +15,7 @@ from mnist99.config import defaults, load_config
 from mnist99.durations import format_duration, parse_duration
 from mnist99.errors import ConfigError
 from mnist99.training import budget
-from mnist99.training.budget import MemberCost, Plan, Speed, plan_epochs
+from mnist99.training.budget import MemberCost, Plan, Speed, plan_epochs, plan_members
 
 
 def clock_at(seconds: float):
@@ -133,9 +133,32 @@ def test_the_plan_line_says_what_was_chosen_and_when_it_ends():
     assert budget.used_line(600, 564) == "budget 10m: 9.4 min used (94%)"
 
 
+def test_a_short_budget_trains_fewer_members_so_that_each_gets_its_min_epochs():
+    members = [MemberCost(epoch=10, fixed=5)] * 3
+
+    def plan(budget_seconds, min_epochs, max_epochs=100):
+        return plan_members(budget_seconds, members, lambda n: 10 * n, max_epochs, min_epochs, started=0, clock=clock_at(0))
+
+    # 190 s to spend: 3 members cost 45 s fixed and 30 s a round, 2 members 30 s and 20 s, one 15 s and 10 s
+    assert plan(200, min_epochs=4).epochs == (5, 5, 4) and plan(200, min_epochs=4).dropped == 0
+    assert plan(200, min_epochs=6).epochs == (8, 8) and plan(200, min_epochs=6).dropped == 1
+    assert plan(200, min_epochs=9).epochs == (17,) and plan(200, min_epochs=9).dropped == 2
+    assert plan(200, min_epochs=6).expected_seconds == pytest.approx(190)
+    assert plan(200, min_epochs=6, max_epochs=3).epochs == (3, 3, 3)  # a cap under the minimum keeps every member
+    assert plan(60, min_epochs=6).epochs == (4,)  # 3 members get no epoch, 2 members one each
+    with pytest.raises(ConfigError, match=r"train\.budget=20s is too small for model on this machine"):
+        plan(20, min_epochs=6)
+    line = budget.plan_line(plan(200, min_epochs=6), started=0)
+    assert line.endswith("; 2 members, not 3: 3 would get under train.budget_min_epochs=6 epochs each")
+    assert budget.reused_line(plan(200, min_epochs=9), "abc") == "budget 3m20s: the plan of run abc: 1 member (not 3) x 17 epochs"
+    assert "not 3" not in budget.plan_line(plan(200, min_epochs=4), started=0)
+
+
 def test_a_plan_survives_its_json_round_trip():
     plan = plan_epochs(600, [MemberCost(10, 5)] * 2, 30, 100, started=0, clock=clock_at(12))
     assert Plan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan
+    dropped = plan_members(100, [MemberCost(10, 5)] * 2, lambda n: 0, 100, 8, started=0, clock=clock_at(0))
+    assert dropped.dropped == 1 and Plan.from_dict(json.loads(json.dumps(dropped.to_dict()))) == dropped
     assert plan.params()["budget.epochs"] == ",".join(map(str, plan.epochs))
 
 
@@ -301,6 +324,31 @@ def test_an_ensemble_plan_is_recorded_found_again_and_forced_afresh(store, tiny_
     monkeypatch.setattr(probe, "measure_speeds", fake_speeds)
     assert ensemble.plan_budget(cfg, tiny_splits, started=time.time() - 30, force=True)[1][0] != plan
     assert ensemble.plan_budget(defaults(), tiny_splits, started=0) == (defaults(), None)
+
+
+def test_an_ensemble_plan_that_drops_members_keeps_the_named_ones_and_the_seeds(store, tiny_splits, monkeypatch, capsys):
+    """Members the budget cannot give ``train.budget_min_epochs`` are dropped from the end of those to
+    train; a reused member stays, and the kept ones keep the seeds their places give them."""
+    from mnist99 import tracking
+    from mnist99.stages import ensemble
+    from mnist99.training import probe
+
+    cfg = load_config(None, ["ensemble.size=3", "train.budget=2m", "train.budget_max_epochs=1000",
+                             "train.budget_min_epochs=1000", "seed=5",
+                             "ensemble.members=[{}, {run_id: abc}, {overrides: {model.width: 8}}]"])
+    monkeypatch.setattr(probe, "measure_speeds", fake_speeds)
+    tracking.setup(cfg)
+    planned, (plan, _) = ensemble.plan_budget(cfg, tiny_splits, started=time.time())
+    assert len(plan.epochs) == 1 and plan.dropped == 1
+    assert planned.ensemble.size == 2 and [m.run_id for m in planned.ensemble.members] == [None, "abc"]
+    assert planned.ensemble.members[0].seed == 5 and planned.ensemble.members[0].overrides == {"train.epochs": plan.epochs[0]}
+    assert "ensemble: budget 2m: 1 member x " in capsys.readouterr().out
+
+    monkeypatch.setattr(ensemble, "make_splits", lambda *a, **k: tiny_splits)
+    monkeypatch.setattr(ensemble, "fit_member", lambda *a, **k: pytest.fail("a dropped member was trained"))
+    assert ensemble.run_member(cfg, 3, started=time.time()) == {"run_id": None}
+    assert ("ensemble: member 3/3: nothing to train: the budget's plan trains 1 member, not 2 "
+            "(train.budget_min_epochs=1000)") in capsys.readouterr().out
 
 
 @pytest.mark.integration

@@ -53,12 +53,17 @@ def plan_budget(cfg: Config, splits: Splits, started: float, force: bool = False
                         ensemble_size=len(members), force=force)
     if budgeted is None:
         return cfg, None
-    epochs = iter(budgeted[0].epochs)
+    epochs = list(budgeted[0].epochs)
     planned = cfg.model_copy(deep=True)
     planned.train.budget = None
-    planned.ensemble.members = [
-        spec if spec.run_id else MemberConfig(seed=spec.seed, overrides={**spec.overrides, "train.epochs": next(epochs)})
-        for spec in cfg.ensemble.members or [MemberConfig() for _ in members]]
+    planned.ensemble.members = []
+    for i, spec in enumerate(cfg.ensemble.members or [MemberConfig() for _ in members]):
+        if spec.run_id:
+            planned.ensemble.members.append(spec)
+        elif epochs:  # the plan trains the first of them; the last ones it dropped (train.budget_min_epochs)
+            seed = cfg.seed + i if spec.seed is None else spec.seed  # as member_plan seeds it at its place
+            planned.ensemble.members.append(MemberConfig(seed=seed, overrides={**spec.overrides, "train.epochs": epochs.pop(0)}))
+    planned.ensemble.size = len(planned.ensemble.members)
     return planned, budgeted
 
 
@@ -203,14 +208,22 @@ def run_member(cfg: Config, index: int, started: float, force: bool = False) -> 
     FINISHED run another process trained; returns its run id (and metrics when trained here)."""
     from mnist99.delivery.ensemble import member_plan
 
-    size = len(member_plan(cfg))
+    asked = member_plan(cfg)
+    size = len(asked)
     if not 1 <= index <= size:
         raise ConfigError(f"--member {index}: the ensemble has members 1..{size}")
-    if member_plan(cfg)[index - 1][1]:
+    if asked[index - 1][1]:
         raise ConfigError(f"--member {index}: ensemble.members[{index - 1}].run_id names its run; nothing to train")
     tracking.setup(cfg)
     splits = make_splits(cfg.data, cfg.seed)
     cfg, budgeted = plan_once(cfg, splits, started, force)
+    rank = sum(run_id is None for _, run_id in asked[:index])  # its place among the members to train
+    if budgeted is not None and rank > len(budgeted[0].epochs):  # the plan drops the last ones
+        plan = budgeted[0]
+        print(f"ensemble: member {index}/{size}: nothing to train: the budget's plan trains {len(plan.epochs)} "
+              f"member{'' if len(plan.epochs) == 1 else 's'}, not {len(plan.epochs) + plan.dropped} "
+              f"(train.budget_min_epochs={plan.min_epochs})")
+        return {"run_id": None}
     out = fit_member(cfg, splits, index, force=force, budgeted=budgeted[0] if budgeted else None)
     out.pop("model", None)
     print(f"ensemble: member {index}/{size}: run {out['run_id']}; `mnist99 ensemble` or `mnist99 run` with the "

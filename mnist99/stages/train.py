@@ -54,8 +54,14 @@ def plan_budget(cfg: Config, to_train: Sequence[Config], splits: Splits, started
     n = splits.counts()
     costs = [budget.member_cost(speed, member.train, n["train"], n["val"], n["test"]) for speed, member in zip(speeds, to_train)]
     image_seconds = sum(s.image_seconds for s in speeds) / len(speeds)  # also for members reused, not timed
-    after = budget.after_members_seconds([image_seconds] * ensemble_size, n["val"], n["test"], cfg.train.budget_overhead.job)
-    plan = budget.plan_epochs(cfg.train.budget, costs, after, cfg.train.budget_max_epochs, started, clock)
+    reused = ensemble_size - len(to_train) if ensemble_size else 0
+
+    def after(trained: int) -> float:  # the ensemble's members: those reused and ``trained`` of those to train
+        members = [image_seconds] * (reused + trained) if ensemble_size else []
+        return budget.after_members_seconds(members, n["val"], n["test"], cfg.train.budget_overhead.job)
+
+    plan = budget.plan_members(cfg.train.budget, costs, after, cfg.train.budget_max_epochs, cfg.train.budget_min_epochs,
+                               started, clock)
     print(f"{stage}: {budget.plan_line(plan, started, noun)}", flush=True)
     return plan, key
 
