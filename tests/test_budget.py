@@ -149,7 +149,7 @@ def test_a_short_budget_trains_fewer_members_so_that_each_gets_its_min_epochs():
     with pytest.raises(ConfigError, match=r"train\.budget=20s is too small for model on this machine"):
         plan(20, min_epochs=6)
     line = budget.plan_line(plan(200, min_epochs=6), started=0)
-    assert line.endswith("; 2 members, not 3: 3 would get under train.budget_min_epochs=6 epochs each")
+    assert line.endswith("; 2 members, not 3: more would get under train.budget_min_epochs=6 epochs each")
     assert budget.reused_line(plan(200, min_epochs=9), "abc") == "budget 3m20s: the plan of run abc: 1 member (not 3) x 17 epochs"
     assert "not 3" not in budget.plan_line(plan(200, min_epochs=4), started=0)
 
@@ -238,9 +238,29 @@ def test_the_deadline_ends_a_fit_at_the_epoch_end_where_another_epoch_would_over
 
     guard, run, _, _ = fit_with_deadline(seconds, allowance=50)
     assert run == epochs_run and guard.stopped_after == stopped_after
+    assert guard.unspent == pytest.approx(50 - sum(seconds[:epochs_run]))  # what the next member may spend
     note = stop_note([guard], epochs_run, planned=5)
     assert note == (None if stopped_after is None else
                     "the budget's deadline ended it after epoch 3 of 5: its epochs took longer than planned")
+
+
+def test_each_member_may_spend_what_the_members_trained_before_it_left_of_their_deadlines(monkeypatch):
+    """A member the deadline stops leaves up to an epoch of its share; the next member's deadline gets it
+    (and loses what an earlier one overran), so the job spends its budget, not each member its share."""
+    from mnist99.stages import ensemble
+    from mnist99.stages.train import deadline
+
+    plan = plan_epochs(600, [MemberCost(10, 5, start=2)] * 3, 30, 100, started=0, clock=clock_at(0))
+    assert deadline(plan, 1, carried=7.5)[0].allowance == pytest.approx(plan.fit_allowance(1) + 7.5)
+    seen = []
+
+    def fake_fit_member(cfg, splits, index, nested=False, force=False, budgeted=None, callbacks=None, carried=0.0):
+        seen.append(carried)
+        return {"run_id": f"r{index}", "model": object(), "unspent": carried + [12.5, -20.0, 4.0][index - 1]}
+
+    monkeypatch.setattr(ensemble, "fit_member", fake_fit_member)
+    _, run_ids = ensemble.fit_members(load_config(None, ["ensemble.size=3"]), splits=None, budgeted=plan)
+    assert run_ids == ["r1", "r2", "r3"] and seen == [0.0, 12.5, -7.5]
 
 
 def test_costs_add_up_from_the_measured_speed():

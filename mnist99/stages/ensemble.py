@@ -82,11 +82,14 @@ def fit_members(cfg: Config, splits: Splits, force: bool = False, budgeted: Plan
     models, run_ids = [], []
     plan = member_plan(cfg)
     timed = budgeted is not None
+    carried = 0.0  # seconds of their deadlines the members trained so far left (see fit_member)
     for i, (member_cfg, run_id) in enumerate(plan, start=1):
         if run_id is None:
             timer = [] if timed else [finish_timer(member_cfg, splits, f"ensemble: member {i}/{len(plan)}",
                                                    members_after=len(plan) - i, ensemble_size=len(plan))]
-            out = fit_member(cfg, splits, i, nested=True, force=force, budgeted=budgeted, callbacks=timer)
+            out = fit_member(cfg, splits, i, nested=True, force=force, budgeted=budgeted, callbacks=timer,
+                             carried=carried)
+            carried = out.get("unspent", carried)
             timed = timed or "model" in out
             run_id = out["run_id"]
         else:
@@ -97,12 +100,15 @@ def fit_members(cfg: Config, splits: Splits, force: bool = False, budgeted: Plan
 
 
 def fit_member(cfg: Config, splits: Splits, index: int, nested: bool = False, force: bool = False,
-               budgeted: Plan | None = None, callbacks: list | None = None) -> dict:
+               budgeted: Plan | None = None, callbacks: list | None = None, carried: float = 0.0) -> dict:
     """Member ``index`` (from 1) of ``cfg``'s ensemble: its FINISHED train run of the same key (unless
     ``force``), else trained here under its claim (:mod:`mnist99.tracking.claims`), waiting while
     another process trains it. Returns ``run_id``, and the ``model`` and metrics when trained here.
 
-    ``budgeted``: the plan its epochs come from; the member stops at its deadline. A member that ended
+    ``budgeted``: the plan its epochs come from; the member stops at its deadline: its share of the plan
+    plus ``carried`` seconds, what the members trained before it in this process left of theirs (a
+    member the deadline stops leaves up to an epoch unspent, or overruns by a little, and the job's
+    time is one budget), and returns ``unspent``, what it leaves in turn. A member that ended
     before its planned epochs says so, and which epoch's weights it keeps.
     """
     from mnist99.delivery.ensemble import member_plan
@@ -120,8 +126,11 @@ def fit_member(cfg: Config, splits: Splits, index: int, nested: bool = False, fo
                       f"{member_cfg.train.epochs} epoch(s) of {len(splits.y_train):,} images", flush=True)
                 name = f"member-{index}-{member_cfg.model.name}-s{member_cfg.seed}"
                 share = sum(run_id is None for _, run_id in plan[:index - 1])  # the plan covers unnamed members
-                extra = [*(callbacks or []), *deadline(budgeted, share)]
+                limit = deadline(budgeted, share, carried)
+                extra = [*(callbacks or []), *limit]
                 out = train_in_run(member_cfg, splits, nested=nested, name=name, callbacks=extra, tags=claim.run_tags)
+                if limit:
+                    out["unspent"] = limit[0].unspent
                 note = stop_note(extra, out["epochs_run"], member_cfg.train.epochs, budgeted=budgeted is not None)
                 if note:  # the per-member line a stopped member needs: the ensemble prints no other
                     print(f"{label}: {note}; the weights of epoch {out['best_epoch']} are kept")

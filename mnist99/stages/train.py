@@ -89,13 +89,14 @@ def finish_timer(cfg: Config, splits: Splits, label: str, members_after: int = 0
     return StepClock(clock=clock, on_timed=report)
 
 
-def deadline(plan: Plan | None, member: int) -> list:
+def deadline(plan: Plan | None, member: int, carried: float = 0.0) -> list:
     """The callback that ends member ``member`` (0-based, of those the plan trains) at an epoch end once
-    another epoch would overrun its share of ``plan``; none without a plan or for a plan without fit times."""
+    another epoch would overrun its share of ``plan`` plus ``carried`` seconds (what the members before
+    it left of theirs, negative when they overran); none without a plan or for a plan without fit times."""
     from mnist99.training.callbacks import BudgetDeadline
 
     allowance = plan.fit_allowance(member) if plan is not None else None
-    return [] if allowance is None else [BudgetDeadline(allowance)]
+    return [] if allowance is None else [BudgetDeadline(allowance + carried)]
 
 
 def stop_note(callbacks: Sequence, epochs_run: int, planned: int, budgeted: bool = True) -> str | None:

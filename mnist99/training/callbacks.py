@@ -155,8 +155,10 @@ class BudgetDeadline(keras.callbacks.Callback):
     fits), steady against a machine whose epochs alternate between fast and slow. A constant rate, or
     a backend other than TensorFlow (whose compiled step would not read the warp), is not compressed:
     the fit just stops after the epochs that fit. ``stopped_after`` is the number of epochs it let run
-    (None when it did not stop the fit); ``compressed``, whether the schedule was shortened. A resumed
-    fit gets the whole allowance for its remaining epochs. ``clock`` is injected so tests drive it.
+    (None when it did not stop the fit); ``compressed``, whether the schedule was shortened; ``unspent``,
+    once the fit ended, the seconds of its allowance it left (negative when it overran), which an
+    ensemble passes on to its next member. A resumed fit gets the whole allowance for its remaining
+    epochs. ``clock`` is injected so tests drive it.
     """
 
     def __init__(self, allowance: float, clock=time.monotonic) -> None:
@@ -164,6 +166,7 @@ class BudgetDeadline(keras.callbacks.Callback):
         self.allowance, self.clock = allowance, clock
         self.stopped_after: int | None = None
         self.compressed = False
+        self.unspent: float | None = None
         self._began = self._epoch_began = 0.0
         self._lengths: list[float] = []  # this fit's epochs, in seconds
         self._end = 0  # the epoch count the fit now ends at
@@ -212,6 +215,7 @@ class BudgetDeadline(keras.callbacks.Callback):
         self._end, self.compressed = fits, self._schedule is not None and fits < planned
 
     def on_train_end(self, logs=None) -> None:
+        self.unspent = self.allowance - (self.clock() - self._began)
         if self._original is not None:  # the model is saved with the schedule it was built with
             self._optimizer.learning_rate = self._original
 
