@@ -215,7 +215,7 @@ def plan_line(plan: Plan, started: float, noun: str = "member") -> str:
     if plan.capped:
         line += f"; capped by train.budget_max_epochs={plan.max_epochs}"
     if plan.dropped:
-        line += (f"; {len(plan.epochs)} {noun}{'' if len(plan.epochs) == 1 else 's'}, not {len(plan.epochs) + plan.dropped}: "
+        line += (f"; {_count(len(plan.epochs), noun)}, not {len(plan.epochs) + plan.dropped}: "
                  f"more would get under train.budget_min_epochs={plan.min_epochs} epochs each")
     return line
 
