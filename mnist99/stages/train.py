@@ -100,11 +100,12 @@ def deadline(plan: Plan | None, member: int, carried: float = 0.0) -> list:
 
 
 def stop_note(callbacks: Sequence, epochs_run: int, planned: int, budgeted: bool = True) -> str | None:
-    """What to say when a fit ended before its planned epochs: early stopping or (``budgeted``) its deadline."""
-    stopped = any(getattr(cb, "stopped_after", None) for cb in callbacks)
+    """What to say when a fit ended before its planned epochs: early stopping or (``budgeted``) its deadline
+    (after the epochs it let run: 7.6 where it ended the fit partway through epoch 8)."""
+    stopped = next((cb.stopped_after for cb in callbacks if getattr(cb, "stopped_after", None)), None)
     compressed = any(getattr(cb, "compressed", False) for cb in callbacks)
-    return budget.early_stop_note(epochs_run, planned, deadline_stopped=stopped, compressed=compressed,
-                                  budgeted=budgeted)
+    return budget.early_stop_note(epochs_run if stopped is None else stopped, planned,
+                                  deadline_stopped=stopped is not None, compressed=compressed, budgeted=budgeted)
 
 
 def with_epochs(cfg: Config, epochs: int) -> Config:

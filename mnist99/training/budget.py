@@ -25,9 +25,12 @@ from mnist99.config import TrainConfig
 from mnist99.durations import format_duration
 from mnist99.errors import ConfigError
 
-# The job is planned to end at 95% of its budget: whole epochs leave it up to one epoch short of
-# that, and the rest absorbs the timing's error (steps on a busy machine, allowances).
+# The job is planned to end at 95% of its budget: the rest absorbs the timing's error (steps on a
+# busy machine, allowances).
 AIM = 0.95
+# A deadline ends a fit on a tenth of an epoch: at 2-4 min a one-member job has 8-12 epochs, each 8-10%
+# of its budget, too coarse a step to end it between 85 and 100% of it.
+GRAIN = 0.1
 # An image's forward pass costs about a third of its share of a training step (backpropagation is
 # about twice the forward pass): the estimate when only training steps were timed.
 FORWARD_SHARE = 1 / 3
@@ -106,16 +109,27 @@ class Plan:
 
     def fit_allowance(self, member: int) -> float | None:
         """Seconds member ``member`` (0-based, of those to train) may spend in ``fit`` before the deadline
-        stops it: its planned fit plus an equal share of what the plan left unspent below the aim.
-        None for a plan recorded without fit times."""
+        stops it: its planned fit plus an equal share of what the plan left unspent below the aim; for
+        the last member of a plan that goes past the aim (its last epoch does not fit whole), its fit
+        less the overshoot. None for a plan recorded without fit times."""
         if not self.fit_seconds:
             return None
-        spare = max(self.budget * AIM - self.expected_seconds, 0.0) / len(self.fit_seconds)
-        return self.fit_seconds[member] + spare
+        last = len(self.fit_seconds) - 1
+        spare = self.budget * AIM - self.planned_seconds
+        if spare >= 0:
+            return self.fit_seconds[member] + spare / len(self.fit_seconds)
+        return self.fit_seconds[member] + (spare if member == last else 0.0)
+
+    @property
+    def planned_seconds(self) -> float:
+        """The job's seconds if every member ran every planned epoch whole."""
+        return self.planned_at + sum(self.member_seconds) + self.after_seconds
 
     @property
     def expected_seconds(self) -> float:
-        return self.planned_at + sum(self.member_seconds) + self.after_seconds
+        """When the job is expected to end: the planned seconds, or the aim where the last member's
+        deadline ends it partway through its last epoch."""
+        return min(self.planned_seconds, self.budget * AIM)
 
     def params(self) -> dict[str, str]:
         """The plan as run params (``budget.*``), for the runs table; the whole plan is in :meth:`to_dict`."""
@@ -132,11 +146,15 @@ class Plan:
 
 def plan_epochs(budget: float, members: Sequence[MemberCost], after_seconds: float, max_epochs: int,
                 started: float, clock: Clock = time.time, aim: float = AIM) -> Plan:
-    """The most whole epochs per member (1 to ``max_epochs``) for the job to end by ``aim * budget``.
+    """Epochs per member (1 to ``max_epochs``) for the job to end at ``aim * budget``.
 
-    Every member gets the same epochs, then one more each, in order, while that still fits: a plan
-    is at most one member's epoch short of the aim. ``started`` is when the job started on ``clock``;
-    the time since counts against the budget.
+    Every member gets the same epochs, then one more each, in order, while that still fits; then,
+    when a tenth of its epoch or more is left, the last member one more that does not fit whole:
+    its deadline (:class:`mnist99.training.callbacks.BudgetDeadline`) ends it partway through, at
+    the aim, and the schedule is compressed to end there. Planned to the last whole epoch, a job
+    of one member with 8-12 epochs ended at 78-81% of a 5-minute budget whenever the machine ran
+    faster or slower than its timing probe read it (2026-12-01-budget-carry-a5ecfd4.md).
+    ``started`` is when the job started on ``clock``; the time since counts against the budget.
 
     Raises ConfigError naming the budget and the least that would do when even one epoch each does not fit.
     """
@@ -156,6 +174,8 @@ def plan_epochs(budget: float, members: Sequence[MemberCost], after_seconds: flo
         if epochs[i] < max_epochs and member.epoch <= left:
             epochs[i] += 1
             left -= member.epoch
+    if epochs[-1] < max_epochs and left >= GRAIN * members[-1].epoch:
+        epochs[-1] += 1
     return Plan(budget, tuple(epochs), tuple(m.seconds(e) for m, e in zip(members, epochs)), after_seconds,
                 planned_at, max_epochs, capped=rounds >= max_epochs,
                 fit_seconds=tuple(m.fit_seconds(e) for m, e in zip(members, epochs)))
@@ -184,16 +204,23 @@ def plan_members(budget: float, members: Sequence[MemberCost], after_seconds: Ca
     return dataclasses.replace(plan, dropped=len(members) - 1, min_epochs=min_epochs)
 
 
-def epochs_that_fit(elapsed: float, epoch: float, allowance: float, done: int, end: int) -> int:
-    """How many epochs a fit can end with (``done`` to ``end``) when each epoch still to come takes ``epoch``
-    seconds and the fit must end within ``allowance`` seconds of its start.
+def epochs_that_fit(elapsed: float, epoch: float, allowance: float, done: int, end: int) -> float:
+    """How many epochs a fit can end with (``done`` to ``end``, on a :data:`GRAIN` of an epoch) when each
+    epoch still to come takes ``epoch`` seconds and the fit must end within ``allowance`` seconds of its start.
 
     The plan's epochs come from the first steps' speed; a machine that slows down (another job, thermal
     limits, a noisy neighbour) makes later epochs longer, and the epochs measured so far are the best
     guess of the next.
     """
-    more = math.floor(max(allowance - elapsed, 0.0) / epoch) if epoch > 0 else end - done
-    return min(end, done + more)
+    if epoch <= 0:
+        return end
+    grains = math.floor(max(allowance - elapsed, 0.0) / epoch / GRAIN + 1e-9)
+    return min(end, round(done + grains * GRAIN, 6))
+
+
+def epochs_text(epochs: float) -> str:
+    """``7``, ``7.6``: an epoch count as the console shows it, to a tenth."""
+    return f"{round(epochs, 1):g}"
 
 
 def finish_time(seconds: float) -> str:
@@ -233,19 +260,19 @@ def used_line(budget: float, seconds: float) -> str:
     return f"budget {format_duration(budget)}: {seconds / 60:.1f} min used ({seconds / budget:.0%})"
 
 
-def early_stop_note(epochs_run: int, planned: int, deadline_stopped: bool = False,
+def early_stop_note(epochs_run: float, planned: int, deadline_stopped: bool = False,
                     compressed: bool = False, budgeted: bool = True) -> str | None:
     """What to say when a member ended before its planned epochs (else None): early stopping ended it,
-    or (``budgeted``) its deadline did (epochs ran slower than planned), with its learning-rate schedule
-    ``compressed`` to end there or cut."""
+    or (``budgeted``) its deadline did, after ``epochs_run`` epochs (a fraction where it ended one
+    partway), with its learning-rate schedule ``compressed`` to end there or cut."""
     if epochs_run >= planned:
         return None
     if not budgeted:
         return f"early stopping ended it after epoch {epochs_run} of {planned}"
     if deadline_stopped:
         schedule = "; its learning-rate schedule was shortened to end there" if compressed else ""
-        return (f"the budget's deadline ended it after epoch {epochs_run} of {planned}: "
-                f"its epochs took longer than planned{schedule}")
+        return (f"the budget's deadline ended it after {epochs_text(epochs_run)} of {planned} epochs, "
+                f"at its share of the budget{schedule}")
     return f"early stopping ended it after epoch {epochs_run} of {planned}, before its share of the budget"
 
 

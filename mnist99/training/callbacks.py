@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from keras.optimizers.schedules import LearningRateSchedule
 
 from mnist99.constants import EVAL_BATCH, TARGET_ACCURACY
 from mnist99.files import write_atomic
-from mnist99.training.budget import epochs_that_fit
+from mnist99.training.budget import GRAIN, epochs_text, epochs_that_fit
 from mnist99.training.optimizers import Compressible
 
 
@@ -146,30 +147,34 @@ class BudgetDeadline(keras.callbacks.Callback):
     """Re-plans a budgeted fit's remaining epochs at each epoch end from the epochs' measured length, so the
     fit ends within ``allowance`` seconds of its start (see :func:`mnist99.training.budget.epochs_that_fit`).
 
-    The plan fixes a member's epochs (and its cache key) from the first steps' speed; when the machine
-    then runs slower, fewer epochs fit. The learning-rate schedule is then compressed onto the epochs
-    that fit (:class:`mnist99.training.optimizers.Compressible`), so a one-cycle still anneals to its
-    end value by the last one, and the fit stops there; when the machine speeds up again, the schedule
-    stretches back, never past the planned epochs. An epoch's length is the mean of the fit's epochs
-    after its first (which also traces the train step: alone, it only decides whether one more epoch
-    fits), steady against a machine whose epochs alternate between fast and slow. A constant rate, or
-    a backend other than TensorFlow (whose compiled step would not read the warp), is not compressed:
-    the fit just stops after the epochs that fit. ``stopped_after`` is the number of epochs it let run
-    (None when it did not stop the fit); ``compressed``, whether the schedule was shortened; ``unspent``,
-    once the fit ended, the seconds of its allowance it left (negative when it overran), which an
-    ensemble passes on to its next member. A resumed fit gets the whole allowance for its remaining
-    epochs. ``clock`` is injected so tests drive it.
+    The plan fixes a member's epochs (and its cache key) from the first steps' speed, and gives the
+    last member one epoch more than fits whole; when the machine then runs slower, fewer epochs fit.
+    The learning-rate schedule is then compressed onto the epochs that fit, to a tenth of an epoch
+    (:class:`mnist99.training.optimizers.Compressible`), so a one-cycle still anneals to its end value
+    by the last step, and the fit stops there, partway through an epoch if need be (Keras still
+    validates it); when the machine speeds up again, the schedule stretches back, never past the
+    planned epochs. An epoch's length is the mean of the fit's epochs after its first (which also
+    traces the train step: alone, it only decides whether one more whole epoch fits), steady against
+    a machine whose epochs alternate between fast and slow. A constant rate, or a backend other than
+    TensorFlow (whose compiled step would not read the warp), is not compressed: the fit just stops
+    where the time runs out. ``stopped_after`` is the epochs it let run (7.6: six tenths into epoch 8;
+    None when it did not stop the fit); ``compressed``, whether the schedule was shortened;
+    ``unspent``, once the fit ended, the seconds of its allowance it left (negative when it overran),
+    which an ensemble passes on to its next member. A resumed fit gets the whole allowance for its
+    remaining epochs. ``clock`` is injected so tests drive it.
     """
 
     def __init__(self, allowance: float, clock=time.monotonic) -> None:
         super().__init__()
         self.allowance, self.clock = allowance, clock
-        self.stopped_after: int | None = None
+        self.stopped_after: float | None = None
         self.compressed = False
         self.unspent: float | None = None
         self._began = self._epoch_began = 0.0
         self._lengths: list[float] = []  # this fit's epochs, in seconds
-        self._end = 0  # the epoch count the fit now ends at
+        self._end: float = 0  # the epochs the fit now ends after (7.6: six tenths into epoch 8)
+        self._last_steps: int | None = None  # the steps of a last epoch that runs partway; None: whole
+        self._epoch = 0
         self._base_end: float | None = None  # the schedule's own last step, in its uncompressed steps
         self._schedule: Compressible | None = None
         self._original = self._optimizer = None
@@ -186,32 +191,42 @@ class BudgetDeadline(keras.callbacks.Callback):
             self._optimizer.learning_rate = self._schedule
 
     def on_epoch_begin(self, epoch: int, logs=None) -> None:
-        self._epoch_began = self.clock()
+        self._epoch_began, self._epoch = self.clock(), epoch
+
+    def on_train_batch_end(self, batch: int, logs=None) -> None:
+        if self._last_steps is not None and self._epoch + 1 == math.ceil(self._end) and batch + 1 >= self._last_steps:
+            self.model.stop_training = True  # Keras ends the epoch here and still validates it
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:
         now, done, planned = self.clock(), epoch + 1, self.params.get("epochs", epoch + 1)
         self._lengths.append(now - self._epoch_began)
-        if done >= self._end:
-            if done < planned:
-                self.model.stop_training, self.stopped_after = True, done
+        if done >= math.ceil(self._end):
+            if self._end < planned:
+                self.model.stop_training, self.stopped_after = True, self._end
             return
         later = self._lengths[1:] or self._lengths
         length = sum(later) / len(later)
         fits = epochs_that_fit(now - self._began, length, self.allowance, done, planned)
-        if fits == done:
+        if not self.params.get("steps"):  # an epoch of unknown length ends only whole
+            fits = math.floor(fits)
+        if fits < done + (1 if len(self._lengths) == 1 else GRAIN):
             self.model.stop_training, self.stopped_after = True, done
-        elif fits != self._end and len(self._lengths) > 1:
+        elif round(fits, 1) != round(self._end, 1) and len(self._lengths) > 1:
             self._replan(done, fits, planned, length)
 
-    def _replan(self, done: int, fits: int, planned: int, length: float) -> None:
-        line = f"  budget: {fits} epochs fit, not {self._end} (epochs take {length:.1f} s)"
-        if self._schedule is not None:
-            steps, step = self.params["steps"], int(keras.ops.convert_to_numpy(self._optimizer.iterations))
+    def _replan(self, done: int, fits: float, planned: int, length: float) -> None:
+        steps = self.params.get("steps")
+        line = f"  budget: {epochs_text(fits)} epochs fit, not {epochs_text(self._end)} (epochs take {length:.1f} s)"
+        to_run = max(round((fits - done) * steps), 1) if steps else 0
+        fits = done + to_run / steps if steps else fits  # on a step: the epochs the fit runs, exactly
+        if self._schedule is not None and steps:
+            step = int(keras.ops.convert_to_numpy(self._optimizer.iterations))
             if self._base_end is None:
                 self._base_end = step + (planned - done) * steps
-            self._schedule.compress(step, step + (fits - done) * steps, self._base_end)
-            line += f"; the learning-rate schedule now ends with epoch {fits}"
+            self._schedule.compress(step, step + to_run, self._base_end)
+            line += f"; the learning-rate schedule now ends after {epochs_text(fits)} epochs"
         print(line, flush=True)
+        self._last_steps = (to_run % steps or None) if steps else None
         self._end, self.compressed = fits, self._schedule is not None and fits < planned
 
     def on_train_end(self, logs=None) -> None:
