@@ -23,7 +23,7 @@ from mnist99.config import Config, MemberConfig
 from mnist99.data import Splits, make_splits
 from mnist99.errors import ConfigError
 from mnist99.reports.metrics import accuracy
-from mnist99.training.budget import Plan
+from mnist99.training.budget import Plan, counted
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -229,8 +229,8 @@ def run_member(cfg: Config, index: int, started: float, force: bool = False) -> 
     rank = sum(run_id is None for _, run_id in asked[:index])  # its place among the members to train
     if budgeted is not None and rank > len(budgeted[0].epochs):  # the plan drops the last ones
         plan = budgeted[0]
-        print(f"ensemble: member {index}/{size}: nothing to train: the budget's plan trains {len(plan.epochs)} "
-              f"member{'' if len(plan.epochs) == 1 else 's'}, not {len(plan.epochs) + plan.dropped} "
+        print(f"ensemble: member {index}/{size}: nothing to train: the budget's plan trains "
+              f"{counted(len(plan.epochs), 'member')}, not {len(plan.epochs) + plan.dropped} "
               f"(train.budget_min_epochs={plan.min_epochs})")
         return {"run_id": None}
     out = fit_member(cfg, splits, index, force=force, budgeted=budgeted[0] if budgeted else None)

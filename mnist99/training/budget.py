@@ -228,7 +228,8 @@ def finish_time(seconds: float) -> str:
     return time.strftime("%H:%M", time.localtime(seconds))
 
 
-def _count(n: int, noun: str) -> str:
+def counted(n: int, noun: str) -> str:
+    """``1 member``, ``3 members``."""
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
@@ -236,13 +237,13 @@ def plan_line(plan: Plan, started: float, noun: str = "member") -> str:
     """``budget 10m: 3 members x 9 epochs, ~3.1 min each; expected finish 14:32 (94% of it)``."""
     low, high = min(plan.epochs), max(plan.epochs)
     each = sum(plan.member_seconds) / len(plan.member_seconds) / 60
-    line = (f"budget {format_duration(plan.budget)}: {_count(len(plan.epochs), noun)} x "
+    line = (f"budget {format_duration(plan.budget)}: {counted(len(plan.epochs), noun)} x "
             f"{low if low == high else f'{low}-{high}'} epochs, ~{each:.1f} min each; expected finish "
             f"{finish_time(started + plan.expected_seconds)} ({plan.expected_seconds / plan.budget:.0%} of it)")
     if plan.capped:
         line += f"; capped by train.budget_max_epochs={plan.max_epochs}"
     if plan.dropped:
-        line += (f"; {_count(len(plan.epochs), noun)}, not {len(plan.epochs) + plan.dropped}: "
+        line += (f"; {counted(len(plan.epochs), noun)}, not {len(plan.epochs) + plan.dropped}: "
                  f"more would get under train.budget_min_epochs={plan.min_epochs} epochs each")
     return line
 
@@ -251,7 +252,7 @@ def reused_line(plan: Plan, run_id: str, noun: str = "member") -> str:
     """The line of a plan found on an earlier run of the same job (a rerun, a resume, another worker)."""
     low, high = min(plan.epochs), max(plan.epochs)
     dropped = f" (not {len(plan.epochs) + plan.dropped})" if plan.dropped else ""
-    return (f"budget {format_duration(plan.budget)}: the plan of run {run_id}: {_count(len(plan.epochs), noun)}{dropped} x "
+    return (f"budget {format_duration(plan.budget)}: the plan of run {run_id}: {counted(len(plan.epochs), noun)}{dropped} x "
             f"{low if low == high else f'{low}-{high}'} epochs")
 
 
