@@ -225,7 +225,8 @@ class BudgetDeadline(keras.callbacks.Callback):
                 self._base_end = step + (planned - done) * steps
             self._schedule.compress(step, step + to_run, self._base_end)
             line += f"; the learning-rate schedule now ends after {epochs_text(fits)} epochs"
-        print(line, flush=True)
+        if math.ceil(fits) != math.ceil(self._end):  # a tenth more or less within the same last epoch goes unsaid
+            print(line, flush=True)
         self._last_steps = (to_run % steps or None) if steps else None
         self._end, self.compressed = fits, self._schedule is not None and fits < planned
 
