@@ -11,6 +11,12 @@ and whose logged validation split is this config's -- on the validation and test
 one JSON line: each member's accuracies, and over the subsets min / median / mean / max and the share
 at or above ``--target``. A key a run did not log (a run of an older mnist99) is not compared. Trains
 nothing: the members come from earlier ``mnist99 run`` / ``ensemble`` / ``train`` runs.
+
+Members that differ: each ``--pool "KEY=VALUE ..."`` is a pool, the config with those overrides on top
+(``tracking.uri`` among them when a pool trained in another store), and the ensembles take one member
+from each pool, every member of another seed (so no two share an initialisation and a data order):
+
+    python benchmarks/ensemble_spread.py --pool "model.width=40" --pool "model.depth=3" --pool ""
 """
 from __future__ import annotations
 
@@ -45,31 +51,68 @@ def spread(accuracies: list[float], target: float) -> dict:
             "max": float(values.max()), f"share_at_least_{target}": float(np.mean(values >= target - 1e-9))}
 
 
-def main() -> None:
-    parser = config_arguments(__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=3, help="members per ensemble (default 3)")
-    parser.add_argument("--target", type=float, default=0.997, help="test accuracy to count (default 0.997)")
-    args = parser.parse_args()
-    cfg = load_config(args.config, args.overrides)
-    tracking.setup(cfg)
-    splits = make_splits(cfg.data, cfg.seed)
-    found = tracking.matching_train_runs(member_keys(cfg), tracking.split_digest(splits.x_val, splits.y_val))
-    if len(found) < args.size:
-        sys.exit(f"ensemble_spread: {len(found)} matching FINISHED train runs in {tracking.tracking_uri(cfg)}, "
-                 f"need at least --size {args.size}")
+def pool_members(cfg: Config) -> tuple[list, dict[str, list[np.ndarray]], dict[str, np.ndarray]]:
+    """One pool: its matching FINISHED members (in its own store), their probabilities and the labels."""
     from mnist99.delivery.ensemble import predict_members
     from mnist99.delivery.loading import load_run_model
 
+    tracking.setup(cfg)
+    splits = make_splits(cfg.data, cfg.seed)
+    found = tracking.matching_train_runs(member_keys(cfg), tracking.split_digest(splits.x_val, splits.y_val))
     models = [load_run_model(run.info.run_id) for run in found]
     probs = {"val": predict_members(models, splits.x_val), "test": predict_members(models, splits.x_test)}
-    labels = {"val": splits.y_val, "test": splits.y_test}
-    everyone = score(probs, labels, member_weights(len(models)))  # the ensemble stage's own scoring
-    members = [{"run_id": run.info.run_id, "seed": run.data.params.get("seed"),
-                **{f"{s}_accuracy": everyone[f"member_{i}_{s}_accuracy"] for s in probs}}
-               for i, run in enumerate(found, start=1)]
-    subsets = list(itertools.combinations(range(len(models)), args.size))
-    scored = [score({s: [probs[s][i] for i in subset] for s in probs}, labels, member_weights(args.size))
+    return found, probs, {"val": splits.y_val, "test": splits.y_test}
+
+
+def mixed_subsets(seeds: list[list[str]]) -> list[tuple[tuple[int, int], ...]]:
+    """One member (pool, index) from each pool, no seed twice."""
+    indexed = [[(pool, i) for i in range(len(pool_seeds))] for pool, pool_seeds in enumerate(seeds)]
+    return [combo for combo in itertools.product(*indexed)
+            if len({seeds[pool][i] for pool, i in combo}) == len(combo)]
+
+
+def main() -> None:
+    parser = config_arguments(__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, help="members per ensemble (default 3; with --pool, the number of pools)")
+    parser.add_argument("--target", type=float, default=0.997, help="test accuracy to count (default 0.997)")
+    parser.add_argument("--pool", action="append", default=[], metavar='"KEY=VALUE ..."',
+                        help="a pool of members: these overrides on top of the config (repeatable)")
+    args = parser.parse_args()
+    if args.pool and args.size not in (None, len(args.pool)):
+        parser.error(f"--size {args.size} with {len(args.pool)} --pool: an ensemble takes one member per pool")
+    args.size = len(args.pool) or args.size or 3
+    base = [*args.overrides]
+    pools = [base + text.split() for text in args.pool] or [base]
+    found, probs, labels = [], {"val": [], "test": []}, None
+    for overrides in pools:
+        cfg = load_config(args.config, overrides)
+        runs, pool_probs, pool_labels = pool_members(cfg)
+        need = 1 if args.pool else args.size
+        if len(runs) < need:
+            sys.exit(f"ensemble_spread: {len(runs)} matching FINISHED train runs in {tracking.tracking_uri(cfg)} "
+                     f"for --set {' '.join(overrides) or '(none)'}, need at least {need}")
+        if labels is not None and any(not np.array_equal(labels[s], pool_labels[s]) for s in labels):
+            sys.exit(f"ensemble_spread: the pool {' '.join(overrides)} holds out another validation split "
+                     f"(seed, data.val_size): pools must share one")
+        labels = pool_labels
+        found.append(runs)
+        for s in probs:
+            probs[s].append(pool_probs[s])
+    seeds = [[run.data.params.get("seed") for run in runs] for runs in found]
+    if args.pool:
+        subsets = mixed_subsets(seeds)
+    else:
+        subsets = [tuple((0, i) for i in c) for c in itertools.combinations(range(len(found[0])), args.size)]
+    flat = [(pool, i) for pool, runs in enumerate(found) for i in range(len(runs))]
+    everyone = score({s: [probs[s][p][i] for p, i in flat] for s in probs}, labels, member_weights(len(flat)))
+    members = [{"run_id": found[p][i].info.run_id, "seed": seeds[p][i],
+                **({"pool": args.pool[p]} if args.pool else {}),
+                **{f"{s}_accuracy": everyone[f"member_{n}_{s}_accuracy"] for s in probs}}
+               for n, (p, i) in enumerate(flat, start=1)]
+    scored = [score({s: [probs[s][p][i] for p, i in subset] for s in probs}, labels, member_weights(args.size))
               for subset in subsets]
+    if not scored:
+        sys.exit("ensemble_spread: no ensemble of one member per pool with every seed different")
     ensembles = {s: [subset[f"{s}_accuracy"] for subset in scored] for s in probs}
     print(json.dumps({"members": members, "size": args.size, "subsets": len(subsets),
                       **{f"{s}_accuracy": spread(ensembles[s], args.target) for s in ensembles}}))

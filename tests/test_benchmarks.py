@@ -69,6 +69,19 @@ def test_ensemble_spread_scores_every_subset_of_the_matching_members(smoke_cfg, 
         assert pairs[f"{split}_accuracy"]["median"] == pytest.approx(logged.data.metrics[f"{split}_accuracy"])
         alone = sorted(m[f"{split}_accuracy"] for m in pairs["members"])
         assert [singles[f"{split}_accuracy"][k] for k in ("min", "max")] == pytest.approx(alone)
+    # two pools of one config: the same pair, once from each side (a seed is never taken twice)
+    mixed = json.loads(run_benchmark_main("ensemble_spread.py", "-c", "configs/smoke.yaml", "--pool", "", "--pool", "",
+                                          "--set", f"data.cache_dir={tmp_path / 'cache'}").strip().splitlines()[-1])
+    assert mixed["size"] == 2 and mixed["subsets"] == 2 and len(mixed["members"]) == 4
+    assert mixed["val_accuracy"]["min"] == mixed["val_accuracy"]["max"] == pairs["val_accuracy"]["median"]
+
+
+def test_ensemble_spread_mixes_one_member_per_pool_never_a_seed_twice():
+    from benchmarks.ensemble_spread import mixed_subsets
+
+    assert mixed_subsets([["1", "2"], ["2", "3"]]) == [((0, 0), (1, 0)), ((0, 0), (1, 1)), ((0, 1), (1, 1))]
+    assert mixed_subsets([["1"], ["1"]]) == []
+    assert len(mixed_subsets([[str(s) for s in range(1, 10)]] * 3)) == 9 * 8 * 7
 
 
 def test_inference_measures_every_runtime_and_its_parity(tmp_path, tiny_members, capsys):
