@@ -83,10 +83,12 @@ def main() -> None:
     args.size = len(args.pool) or args.size or 3
     base = [*args.overrides]
     pools = [base + text.split() for text in args.pool] or [base]
-    found, probs, labels = [], {"val": [], "test": []}, None
+    found, probs, labels, loaded = [], {"val": [], "test": []}, None, {}
     for overrides in pools:
-        cfg = load_config(args.config, overrides)
-        runs, pool_probs, pool_labels = pool_members(cfg)
+        if tuple(overrides) not in loaded:  # a pool given twice (two members of one config) loads once
+            cfg = load_config(args.config, overrides)
+            loaded[tuple(overrides)] = (cfg, *pool_members(cfg))
+        cfg, runs, pool_probs, pool_labels = loaded[tuple(overrides)]
         need = 1 if args.pool else args.size
         if len(runs) < need:
             sys.exit(f"ensemble_spread: {len(runs)} matching FINISHED train runs in {tracking.tracking_uri(cfg)} "
