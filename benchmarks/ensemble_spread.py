@@ -17,6 +17,10 @@ Members that differ: each ``--pool "KEY=VALUE ..."`` is a pool, the config with 
 from each pool, every member of another seed (so no two share an initialisation and a data order):
 
     python benchmarks/ensemble_spread.py --pool "model.width=40" --pool "model.depth=3" --pool ""
+
+Members of one config trained in several stores (other machines, other folders): each ``--store URI``
+(repeatable) adds that store's matching members to this one's, and every ``--size``-subset of them all is
+scored, again no seed twice (a seed trained in two stores is one draw, not two).
 """
 from __future__ import annotations
 
@@ -77,19 +81,23 @@ def main() -> None:
     parser.add_argument("--target", type=float, default=0.997, help="test accuracy to count (default 0.997)")
     parser.add_argument("--pool", action="append", default=[], metavar='"KEY=VALUE ..."',
                         help="a pool of members: these overrides on top of the config (repeatable)")
+    parser.add_argument("--store", action="append", default=[], metavar="URI",
+                        help="another tracking store whose members of this config join this one's (repeatable)")
     args = parser.parse_args()
     if args.pool and args.size not in (None, len(args.pool)):
         parser.error(f"--size {args.size} with {len(args.pool)} --pool: an ensemble takes one member per pool")
+    if args.pool and args.store:
+        parser.error("--store with --pool: give each pool its store as tracking.uri=URI")
     args.size = len(args.pool) or args.size or 3
     base = [*args.overrides]
-    pools = [base + text.split() for text in args.pool] or [base]
+    pools = [base + text.split() for text in args.pool] or [base, *(base + [f"tracking.uri={uri}"] for uri in args.store)]
     found, probs, labels, loaded = [], {"val": [], "test": []}, None, {}
     for overrides in pools:
         if tuple(overrides) not in loaded:  # a pool given twice (two members of one config) loads once
             cfg = load_config(args.config, overrides)
             loaded[tuple(overrides)] = (cfg, *pool_members(cfg))
         cfg, runs, pool_probs, pool_labels = loaded[tuple(overrides)]
-        need = 1 if args.pool else args.size
+        need = 1 if args.pool or args.store else args.size
         if len(runs) < need:
             sys.exit(f"ensemble_spread: {len(runs)} matching FINISHED train runs in {tracking.tracking_uri(cfg)} "
                      f"for --set {' '.join(overrides) or '(none)'}, need at least {need}")
@@ -101,11 +109,11 @@ def main() -> None:
         for s in probs:
             probs[s].append(pool_probs[s])
     seeds = [[run.data.params.get("seed") for run in runs] for runs in found]
+    flat = [(pool, i) for pool, runs in enumerate(found) for i in range(len(runs))]
     if args.pool:
         subsets = mixed_subsets(seeds)
-    else:
-        subsets = [tuple((0, i) for i in c) for c in itertools.combinations(range(len(found[0])), args.size)]
-    flat = [(pool, i) for pool, runs in enumerate(found) for i in range(len(runs))]
+    else:  # one store, or the union of --store's
+        subsets = [c for c in itertools.combinations(flat, args.size) if len({seeds[p][i] for p, i in c}) == args.size]
     everyone = score({s: [probs[s][p][i] for p, i in flat] for s in probs}, labels, member_weights(len(flat)))
     members = [{"run_id": found[p][i].info.run_id, "seed": seeds[p][i],
                 **({"pool": args.pool[p]} if args.pool else {}),
@@ -114,7 +122,8 @@ def main() -> None:
     scored = [score({s: [probs[s][p][i] for p, i in subset] for s in probs}, labels, member_weights(args.size))
               for subset in subsets]
     if not scored:
-        sys.exit("ensemble_spread: no ensemble of one member per pool with every seed different")
+        sys.exit(f"ensemble_spread: no ensemble of {args.size} members with every seed different "
+                 f"among {len(flat)} members")
     ensembles = {s: [subset[f"{s}_accuracy"] for subset in scored] for s in probs}
     print(json.dumps({"members": members, "size": args.size, "subsets": len(subsets),
                       **{f"{s}_accuracy": spread(ensembles[s], args.target) for s in ensembles}}))

@@ -74,6 +74,12 @@ def test_ensemble_spread_scores_every_subset_of_the_matching_members(smoke_cfg, 
                                           "--set", f"data.cache_dir={tmp_path / 'cache'}").strip().splitlines()[-1])
     assert mixed["size"] == 2 and mixed["subsets"] == 2 and len(mixed["members"]) == 4
     assert mixed["val_accuracy"]["min"] == mixed["val_accuracy"]["max"] == pairs["val_accuracy"]["median"]
+    # the same store again through --store: four members, but each seed once per ensemble, so the one
+    # pair four times over (each seed from either store), never a seed with itself
+    union = json.loads(run_benchmark_main("ensemble_spread.py", "-c", "configs/smoke.yaml", "--size", "2", "--store", store,
+                                          "--set", f"data.cache_dir={tmp_path / 'cache'}").strip().splitlines()[-1])
+    assert len(union["members"]) == 4 and union["subsets"] == 4
+    assert union["val_accuracy"]["min"] == union["val_accuracy"]["max"] == pairs["val_accuracy"]["median"]
 
 
 def test_ensemble_spread_mixes_one_member_per_pool_never_a_seed_twice():
