@@ -163,10 +163,12 @@ def main(argv: list[str] | None = None, stage: str | None = None) -> int:
     args.started = started
     quiet_libraries(args.verbose)
     try:
+        # after parsing: `mnist99 --help` and usage errors do not pay for it; `config show` does, as its
+        # validation looks names up in the model and optimiser registries, which import Keras
+        import_tensorflow_quietly()
         if args.stage == "config":
             show_config(args)
             return 0
-        import_tensorflow_quietly()  # after parsing: `mnist99 --help` and usage errors do not pay for it
         with sigterm_interrupts():
             run_stage(args.stage, args)
     except Mnist99Error as exc:

@@ -30,6 +30,15 @@ def test_a_stage_prints_its_own_lines_only(tmp_path):
     assert sum(line.startswith("  epoch 1/1") for line in lines) == 1
 
 
+def test_config_show_prints_the_config_and_nothing_on_stderr(tmp_path):
+    env = {**os.environ}
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # as in a user's shell: the CLI sets it
+    out = subprocess.run([sys.executable, "-m", "mnist99.cli", "config", "show", "-c", "quick"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stderr == "", out.stderr[-3000:]
+    assert out.stdout.startswith("# merged: ") and "\n  epochs: 1\n" in out.stdout
+
+
 def test_quiet_mutes_the_libraries_and_verbose_leaves_them(monkeypatch):
     for name in QUIET_LIBRARIES:
         monkeypatch.setattr(logging.getLogger(name), "level", logging.NOTSET)
