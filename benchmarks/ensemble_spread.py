@@ -68,11 +68,21 @@ def pool_members(cfg: Config) -> tuple[list, dict[str, list[np.ndarray]], dict[s
     return found, probs, {"val": splits.y_val, "test": splits.y_test}
 
 
+def distinct_seeds(combo: tuple[tuple[int, int], ...], seeds: list[list[str]]) -> bool:
+    """Whether the members (pool, index) of ``combo`` all have different seeds."""
+    return len({seeds[pool][i] for pool, i in combo}) == len(combo)
+
+
 def mixed_subsets(seeds: list[list[str]]) -> list[tuple[tuple[int, int], ...]]:
     """One member (pool, index) from each pool, no seed twice."""
     indexed = [[(pool, i) for i in range(len(pool_seeds))] for pool, pool_seeds in enumerate(seeds)]
-    return [combo for combo in itertools.product(*indexed)
-            if len({seeds[pool][i] for pool, i in combo}) == len(combo)]
+    return [combo for combo in itertools.product(*indexed) if distinct_seeds(combo, seeds)]
+
+
+def union_subsets(seeds: list[list[str]], size: int) -> list[tuple[tuple[int, int], ...]]:
+    """Every ``size`` members (pool, index) of all pools together (one store, or several), no seed twice."""
+    members = [(pool, i) for pool, pool_seeds in enumerate(seeds) for i in range(len(pool_seeds))]
+    return [combo for combo in itertools.combinations(members, size) if distinct_seeds(combo, seeds)]
 
 
 def main() -> None:
@@ -110,10 +120,7 @@ def main() -> None:
             probs[s].append(pool_probs[s])
     seeds = [[run.data.params.get("seed") for run in runs] for runs in found]
     flat = [(pool, i) for pool, runs in enumerate(found) for i in range(len(runs))]
-    if args.pool:
-        subsets = mixed_subsets(seeds)
-    else:  # one store, or the union of --store's
-        subsets = [c for c in itertools.combinations(flat, args.size) if len({seeds[p][i] for p, i in c}) == args.size]
+    subsets = mixed_subsets(seeds) if args.pool else union_subsets(seeds, args.size)
     everyone = score({s: [probs[s][p][i] for p, i in flat] for s in probs}, labels, member_weights(len(flat)))
     members = [{"run_id": found[p][i].info.run_id, "seed": seeds[p][i],
                 **({"pool": args.pool[p]} if args.pool else {}),

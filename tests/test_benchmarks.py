@@ -90,6 +90,15 @@ def test_ensemble_spread_mixes_one_member_per_pool_never_a_seed_twice():
     assert len(mixed_subsets([[str(s) for s in range(1, 10)]] * 3)) == 9 * 8 * 7
 
 
+def test_ensemble_spread_takes_any_members_of_several_stores_never_a_seed_twice():
+    from benchmarks.ensemble_spread import union_subsets
+
+    assert union_subsets([["1", "2"], ["2", "3"]], 2) == [((0, 0), (0, 1)), ((0, 0), (1, 0)), ((0, 0), (1, 1)),
+                                                         ((0, 1), (1, 1)), ((1, 0), (1, 1))]
+    assert union_subsets([["1"], ["1"]], 2) == []
+    assert len(union_subsets([[str(s) for s in range(1, 10)]], 3)) == 84
+
+
 def test_inference_measures_every_runtime_and_its_parity(tmp_path, tiny_members, capsys):
     """Smoke size (256 test digits, a few timed calls, no serving): one line per runtime, a summary."""
     require_real_data()
