@@ -79,8 +79,9 @@ def test_the_plan_fills_the_budget_to_its_aim_with_whole_epochs():
     plan = plan_epochs(600, [MemberCost(epoch=10, fixed=20)], after_seconds=0, max_epochs=100, started=0,
                        clock=clock_at(30))
     # 0.95 * 600 = 570 s: 30 s already spent, 20 s fixed, 52 epochs of 10 s
-    assert plan.epochs == (52,) and plan.planned_at == 30 and not plan.capped
+    assert plan.fitting == (52,) and plan.planned_at == 30 and not plan.capped
     assert plan.expected_seconds == pytest.approx(570)
+    assert plan.epochs == (63,)  # the schedule: a fifth more (62.4, up to a whole epoch), for a machine that speeds up
 
 
 def test_members_share_the_room_the_rest_goes_one_epoch_at_a_time_and_the_last_takes_one_it_ends_partway():
@@ -88,12 +89,12 @@ def test_members_share_the_room_the_rest_goes_one_epoch_at_a_time_and_the_last_t
     plan = plan_epochs(600, members, after_seconds=30, max_epochs=100, started=100, clock=clock_at(100))
     # room = 570 - 30 (after) - 15 (fixed) = 525: 17 rounds of 30 s, 15 s left buys member 1 one more epoch,
     # and the 5 s then left (half an epoch) member 3 one that its deadline ends halfway, at 570 s
-    assert plan.epochs == (18, 17, 18)
+    assert plan.fitting == (18, 17, 18) and plan.epochs == (22, 21, 22)
     assert plan.member_seconds == (185, 175, 185) and plan.after_seconds == 30
     assert plan.planned_seconds == pytest.approx(575) and plan.expected_seconds == pytest.approx(570)
     # under a tenth of an epoch left (0.5 s here): no epoch more
     close = plan_epochs(600, members, after_seconds=30, max_epochs=100, started=100, clock=clock_at(104.5))
-    assert close.epochs == (18, 17, 17) and close.expected_seconds == pytest.approx(569.5)
+    assert close.fitting == (18, 17, 17) and close.expected_seconds == pytest.approx(569.5)
 
 
 @pytest.mark.parametrize("budget_seconds", [300, 417, 600, 1111, 1200])
@@ -108,12 +109,12 @@ def test_time_already_spent_and_fixed_costs_take_epochs_away():
     fresh = plan_epochs(200, members, 0, 100, started=0, clock=clock_at(0))
     later = plan_epochs(200, members, 0, 100, started=0, clock=clock_at(50))
     with_after = plan_epochs(200, members, 50, 100, started=0, clock=clock_at(0))
-    assert fresh.epochs == (19,) and later.epochs == (14,) and with_after.epochs == (14,)
+    assert fresh.fitting == (19,) and later.fitting == (14,) and with_after.fitting == (14,)
 
 
 def test_at_least_one_epoch_then_too_small_is_an_error_naming_the_budget():
     members = [MemberCost(epoch=10, fixed=5)] * 2
-    assert plan_epochs(32, members, 0, 100, started=0, clock=clock_at(0)).epochs == (1, 1)  # 30 <= 0.95 * 32
+    assert plan_epochs(32, members, 0, 100, started=0, clock=clock_at(0)).fitting == (1, 1)  # 30 <= 0.95 * 32
     with pytest.raises(ConfigError, match=r"train\.budget=30s is too small for 2 members on this machine: "
                                           r"one epoch each needs ~30s, so give at least 32s"):
         plan_epochs(30, members, 0, 100, started=0, clock=clock_at(0))
@@ -121,7 +122,7 @@ def test_at_least_one_epoch_then_too_small_is_an_error_naming_the_budget():
 
 def test_max_epochs_caps_a_long_budget_and_the_line_says_so():
     plan = plan_epochs(3600, [MemberCost(10, 5)] * 2, 0, 5, started=0, clock=clock_at(0))
-    assert plan.epochs == (5, 5) and plan.capped
+    assert plan.epochs == plan.fitting == (5, 5) and plan.capped  # the cap holds the schedules too
     assert plan.expected_seconds == pytest.approx(110)
     assert plan_epochs(3600, [MemberCost(10, 5)], 0, 500, started=0, clock=clock_at(0)).capped is False
     assert "capped by train.budget_max_epochs=5" in budget.plan_line(plan, started=0)
@@ -130,11 +131,12 @@ def test_max_epochs_caps_a_long_budget_and_the_line_says_so():
 def test_the_plan_line_says_what_was_chosen_and_when_it_ends():
     started = time.mktime((2026, 11, 30, 14, 0, 0, 0, 0, -1))
     plan = plan_epochs(600, [MemberCost(10, 5)] * 3, 30, 100, started=started, clock=clock_at(started + 90))
-    assert plan.epochs == (15, 14, 15)  # 90 s spent, members of 155, 145 and 155 s, 30 s after them: 575 s
+    assert plan.fitting == (15, 14, 15)  # 90 s spent, members of 155, 145 and 155 s, 30 s after them: 575 s
     assert plan.expected_seconds == 570  # member 3's deadline ends it half-way through its epoch 15
-    assert budget.plan_line(plan, started) == ("budget 10m: 3 members x 14-15 epochs, ~2.5 min each; expected finish "
-                                               "14:09 (95% of it)")
-    assert budget.reused_line(plan, "abc") == "budget 10m: the plan of run abc: 3 members x 14-15 epochs"
+    assert budget.plan_line(plan, started) == ("budget 10m: 3 members x 14-15 epochs (schedules of 17-18), ~2.5 min "
+                                               "each; expected finish 14:09 (95% of it)")
+    assert budget.reused_line(plan, "abc") == ("budget 10m: the plan of run abc: 3 members x 14-15 epochs "
+                                               "(schedules of 17-18)")
     assert budget.used_line(600, 564) == "budget 10m: 9.4 min used (94%)"
 
 
@@ -145,17 +147,19 @@ def test_a_short_budget_trains_fewer_members_so_that_each_gets_its_min_epochs():
         return plan_members(budget_seconds, members, lambda n: 10 * n, max_epochs, min_epochs, started=0, clock=clock_at(0))
 
     # 190 s to spend: 3 members cost 45 s fixed and 30 s a round, 2 members 30 s and 20 s, one 15 s and 10 s
-    assert plan(200, min_epochs=4).epochs == (5, 5, 5) and plan(200, min_epochs=4).dropped == 0  # member 3's 5th partway
-    assert plan(200, min_epochs=6).epochs == (8, 8) and plan(200, min_epochs=6).dropped == 1
-    assert plan(200, min_epochs=9).epochs == (18,) and plan(200, min_epochs=9).dropped == 2
+    assert plan(200, min_epochs=4).fitting == (5, 5, 5) and plan(200, min_epochs=4).dropped == 0  # member 3's 5th partway
+    assert plan(200, min_epochs=6).fitting == (8, 8) and plan(200, min_epochs=6).dropped == 1
+    assert plan(200, min_epochs=9).fitting == (18,) and plan(200, min_epochs=9).dropped == 2
     assert plan(200, min_epochs=6).expected_seconds == pytest.approx(190)
-    assert plan(200, min_epochs=6, max_epochs=3).epochs == (3, 3, 3)  # a cap under the minimum keeps every member
-    assert plan(60, min_epochs=6).epochs == (5,)  # 3 members get no epoch, 2 members one each
+    assert plan(200, min_epochs=6, max_epochs=3).fitting == (3, 3, 3)  # a cap under the minimum keeps every member
+    assert plan(60, min_epochs=6).fitting == (5,)  # 3 members get no epoch, 2 members one each
+    assert plan(200, min_epochs=7).fitting == (8, 8)  # the epochs that fit count, not the longer schedules (10)
     with pytest.raises(ConfigError, match=r"train\.budget=20s is too small for model on this machine"):
         plan(20, min_epochs=6)
     line = budget.plan_line(plan(200, min_epochs=6), started=0)
     assert line.endswith("; 2 members, not 3: more would get under train.budget_min_epochs=6 epochs each")
-    assert budget.reused_line(plan(200, min_epochs=9), "abc") == "budget 3m20s: the plan of run abc: 1 member (not 3) x 18 epochs"
+    assert budget.reused_line(plan(200, min_epochs=9), "abc") == ("budget 3m20s: the plan of run abc: 1 member (not 3) "
+                                                                  "x 18 epochs (schedules of 22)")
     assert "not 3" not in budget.plan_line(plan(200, min_epochs=4), started=0)
 
 
@@ -165,17 +169,21 @@ def test_a_plan_survives_its_json_round_trip():
     dropped = plan_members(100, [MemberCost(10, 5)] * 2, lambda n: 0, 100, 8, started=0, clock=clock_at(0))
     assert dropped.dropped == 1 and Plan.from_dict(json.loads(json.dumps(dropped.to_dict()))) == dropped
     assert plan.params()["budget.epochs"] == ",".join(map(str, plan.epochs))
+    assert plan.params()["budget.fit_epochs"] == ",".join(map(str, plan.fitting)) != plan.params()["budget.epochs"]
+    older = Plan.from_dict({k: v for k, v in plan.to_dict().items() if k != "fit_epochs"})  # recorded without them
+    assert older.fitting == older.epochs
 
 
 def test_each_member_may_fit_its_planned_share_plus_an_equal_part_of_the_spare_room_and_the_last_less_its_overshoot():
     members = [MemberCost(epoch=10, fixed=5, start=2)] * 3
     plan = plan_epochs(600, members, after_seconds=30, max_epochs=100, started=100, clock=clock_at(104.5))
-    assert plan.epochs == (18, 17, 17) and plan.expected_seconds == pytest.approx(569.5)
-    assert plan.fit_seconds == (182, 172, 172)  # start + epochs x epoch
+    assert plan.fitting == (18, 17, 17) and plan.expected_seconds == pytest.approx(569.5)
+    assert plan.fit_seconds == (182, 172, 172)  # start + the epochs that fit x epoch, not the longer schedules
+    assert [plan.after_fit_seconds(i) for i in range(3)] == [3, 3, 3]  # fixed less start: scoring and saving
     spare = (0.95 * 600 - 569.5) / 3
     assert [plan.fit_allowance(i) for i in range(3)] == pytest.approx([182 + spare, 172 + spare, 172 + spare])
     over = plan_epochs(600, members, after_seconds=30, max_epochs=100, started=100, clock=clock_at(100))
-    assert over.epochs == (18, 17, 18) and over.planned_seconds == pytest.approx(575)  # 5 s past the aim
+    assert over.fitting == (18, 17, 18) and over.planned_seconds == pytest.approx(575)  # 5 s past the aim
     assert [over.fit_allowance(i) for i in range(3)] == pytest.approx([182, 172, 182 - 5])
     older = Plan.from_dict({k: v for k, v in plan.to_dict().items() if k != "fit_seconds"})  # recorded without it
     assert older.fit_allowance(0) is None
@@ -276,14 +284,67 @@ def test_each_member_may_spend_what_the_members_trained_before_it_left_of_their_
 
 
 def test_costs_add_up_from_the_measured_speed():
-    train = defaults().train  # batch 128, overhead: epoch 0.1 s, member 3 s, job 20 s
+    train = defaults().train  # batch 128, overhead: epoch 0.1 s, member 3 s, job 40 s
     speed = Speed(step_seconds=0.04, start_seconds=4.0, image_seconds=0.0001, epoch_seconds=0.5)
     cost = budget.member_cost(speed, train, train_images=55_000, val_images=5_000, test_images=10_000)
     assert cost.epoch == pytest.approx(429 * 0.04 + 0.5 + 0.5 + train.budget_overhead.epoch)
     assert cost.fixed == pytest.approx(4.0 + 1.5 + train.budget_overhead.member)
     assert budget.after_members_seconds([0.0001] * 3, 5_000, 10_000, 20) == pytest.approx(3 * 3.5 + 20)
     assert budget.after_members_seconds([], 5_000, 10_000, 20) == 0.0
+    # the evaluation pack's robustness table: its 2,000 digits clean and under 19 corruptions, through the ensemble
+    assert budget.after_members_seconds([0.0001] * 3, 5_000, 10_000, 20, robust_images=40_000) == pytest.approx(3 * 7.5 + 20)
     assert Speed.from_steps(0.03, 2.0, batch_size=100).image_seconds == pytest.approx(0.0001)
+
+
+def test_the_robustness_tables_digits_count_only_when_the_evaluation_pack_makes_one():
+    from mnist99.stages.train import robust_images
+
+    assert robust_images(defaults()) == 40_000  # 2,000 digits, clean and under 19 corruptions
+    assert robust_images(load_config(None, ["evaluate.robustness=false"])) == 0
+    assert robust_images(load_config(None, ["evaluate.robustness_size=100"])) == 2_000
+
+
+def test_a_machine_faster_than_its_probe_still_fills_the_members_share():
+    """The schedule spans a fifth more epochs than the probe's speed fits: epochs 16% faster than planned
+    run on into the extra ones until the share is spent; a schedule of the fitting epochs only ends at 84%."""
+    plan = plan_epochs(100, [MemberCost(epoch=19, fixed=0)], after_seconds=0, max_epochs=100, started=0,
+                       clock=clock_at(0))
+    assert plan.fitting == (5,) and plan.epochs == (6,) and plan.fit_allowance(0) == pytest.approx(95)
+    _, run, _, _ = fit_with_deadline([16.0] * plan.epochs[0], allowance=plan.fit_allowance(0))
+    assert 0.9 <= run * 16.0 / plan.fit_allowance(0) <= 1.02
+    _, exact, _, _ = fit_with_deadline([16.0] * plan.fitting[0], allowance=plan.fit_allowance(0))
+    assert exact * 16.0 / plan.fit_allowance(0) < 0.85
+
+
+def test_a_deadline_counts_from_when_it_is_made_and_passes_on_what_the_whole_member_left():
+    """Made just before the member's model is built, the deadline counts the build (the plan's ``start``);
+    what it passes on counts the member's scoring and saving after the fit against their planned seconds."""
+    from mnist99.training.callbacks import BudgetDeadline
+
+    clock = FakeClock()
+    guard = BudgetDeadline(allowance=50, clock=clock)
+    clock.now = 30.0  # building, compiling, then the fit
+    assert guard.unspent_by_now() == 20 and guard.unspent_by_now(after_fit=5) == 25
+    clock.now = 60.0  # scoring and saving ran over their 5 s
+    assert guard.unspent_by_now(after_fit=5) == -5
+
+
+def test_an_ensemble_member_passes_on_what_it_left_scoring_and_saving_included(store, tiny_splits, monkeypatch):
+    from mnist99 import tracking
+    from mnist99.stages import ensemble, train
+
+    cfg = load_config(None, ["ensemble.size=3"])
+    tracking.setup(cfg)
+    plan = plan_epochs(600, [MemberCost(10, 5, start=2)] * 3, 30, 100, started=0, clock=clock_at(0))
+
+    def fake_train_in_run(member_cfg, splits, nested=False, name=None, callbacks=(), budgeted=None, tags=None):
+        guard = callbacks[-1]
+        guard.clock = lambda: guard._began + 40  # the member took 40 s, fit, scoring and saving
+        return {"run_id": "r1", "model": object(), "epochs_run": member_cfg.train.epochs, "best_epoch": 1}
+
+    monkeypatch.setattr(train, "train_in_run", fake_train_in_run)
+    out = ensemble.fit_member(cfg, tiny_splits, 2, nested=True, budgeted=plan, carried=2.5)
+    assert out["unspent"] == pytest.approx(plan.fit_allowance(1) + 2.5 + plan.after_fit_seconds(1) - 40)
 
 
 def test_early_stopping_before_the_plan_is_said_and_the_finish_is_estimated():

@@ -108,7 +108,8 @@ def fit_member(cfg: Config, splits: Splits, index: int, nested: bool = False, fo
     ``budgeted``: the plan its epochs come from; the member stops at its deadline: its share of the plan
     plus ``carried`` seconds, what the members trained before it in this process left of theirs (a
     member the deadline stops leaves up to an epoch unspent, or overruns by a little, and the job's
-    time is one budget), and returns ``unspent``, what it leaves in turn. A member that ended
+    time is one budget), and returns ``unspent``, what it leaves in turn of its share, its scoring and
+    saving included. A member that ended
     before its planned epochs says so, and which epoch's weights it keeps.
     """
     from mnist99.delivery.ensemble import member_plan
@@ -129,8 +130,8 @@ def fit_member(cfg: Config, splits: Splits, index: int, nested: bool = False, fo
                 limit = deadline(budgeted, share, carried)
                 extra = [*(callbacks or []), *limit]
                 out = train_in_run(member_cfg, splits, nested=nested, name=name, callbacks=extra, tags=claim.run_tags)
-                if limit:
-                    out["unspent"] = limit[0].unspent
+                if limit:  # the whole member counts: its scoring and saving can overrun their plan too
+                    out["unspent"] = limit[0].unspent_by_now(budgeted.after_fit_seconds(share))
                 note = stop_note(extra, out["epochs_run"], member_cfg.train.epochs, budgeted=budgeted is not None)
                 if note:  # the per-member line a stopped member needs: the ensemble prints no other
                     print(f"{label}: {note}; the weights of epoch {out['best_epoch']} are kept")

@@ -58,12 +58,21 @@ def plan_budget(cfg: Config, to_train: Sequence[Config], splits: Splits, started
 
     def after(trained: int) -> float:  # the ensemble's members: those reused and ``trained`` of those to train
         members = [image_seconds] * (reused + trained) if ensemble_size else []
-        return budget.after_members_seconds(members, n["val"], n["test"], cfg.train.budget_overhead.job)
+        return budget.after_members_seconds(members, n["val"], n["test"], cfg.train.budget_overhead.job,
+                                            robust_images(cfg))
 
     plan = budget.plan_members(cfg.train.budget, costs, after, cfg.train.budget_max_epochs, cfg.train.budget_min_epochs,
                                started, clock)
     print(f"{stage}: {budget.plan_line(plan, started, noun)}", flush=True)
     return plan, key
+
+
+def robust_images(cfg: Config) -> int:
+    """Digits the evaluation pack's robustness table predicts through an ensemble (``evaluate.robustness``):
+    its subset clean and under each corruption."""
+    from mnist99.data import corruptions
+
+    return cfg.evaluate.robustness_size * (len(corruptions.names()) + 1) if cfg.evaluate.robustness else 0
 
 
 def finish_timer(cfg: Config, splits: Splits, label: str, members_after: int = 0, ensemble_size: int = 0,
@@ -81,7 +90,7 @@ def finish_timer(cfg: Config, splits: Splits, label: str, members_after: int = 0
         n = splits.counts()
         cost = budget.member_cost(speed, cfg.train, n["train"], n["val"], n["test"])
         after = budget.after_members_seconds([speed.image_seconds] * ensemble_size, n["val"], n["test"],
-                                             cfg.train.budget_overhead.job)
+                                             cfg.train.budget_overhead.job, robust_images(cfg))
         epochs = cfg.train.epochs - timer.first_epoch
         finish = budget.finish_estimate(cost, epochs, started, members_after, after)
         print(budget.finish_line(label, cost, epochs, finish), flush=True)

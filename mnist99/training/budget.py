@@ -31,6 +31,11 @@ AIM = 0.95
 # A deadline ends a fit on a tenth of an epoch: at 2-4 min a one-member job has 8-12 epochs, each 8-10%
 # of its budget, too coarse a step to end it between 85 and 100% of it.
 GRAIN = 0.1
+# A member's schedule spans a fifth more epochs than the probe's speed fits by the aim; its deadline
+# compresses the schedule onto the epochs that do fit. Planned to fit exactly, a member could only end
+# early when the machine ran faster than its probe read it: a 20-minute job whose epochs sped up after
+# the probe ended at 78% of its budget (2026-12-03-budget-headroom.md).
+HEADROOM = 0.2
 # An image's forward pass costs about a third of its share of a training step (backpropagation is
 # about twice the forward pass): the estimate when only training steps were timed.
 FORWARD_SHARE = 1 / 3
@@ -82,13 +87,15 @@ def member_cost(speed: Speed, train: TrainConfig, train_images: int, val_images:
     return MemberCost(epoch, fixed, speed.start_seconds)
 
 
-def after_members_seconds(image_seconds: Sequence[float], val_images: int, test_images: int, overhead: float) -> float:
+def after_members_seconds(image_seconds: Sequence[float], val_images: int, test_images: int, overhead: float,
+                          robust_images: int = 0) -> float:
     """Seconds an ensemble job takes after its members (each member's ``image_seconds``; none: one model,
     0 s): scoring each member on validation and test, the evaluation pack's test predictions through
-    the ensemble and through each member, and ``overhead`` for combining, figures and the export."""
+    the ensemble and through each member, its robustness table's ``robust_images`` (clean and corrupted
+    digits) through the ensemble, and ``overhead`` for combining, figures and the export."""
     if not image_seconds:
         return 0.0
-    return sum(image_seconds) * (val_images + 3 * test_images) + overhead
+    return sum(image_seconds) * (val_images + 3 * test_images + robust_images) + overhead
 
 
 @dataclass(frozen=True)
@@ -96,7 +103,7 @@ class Plan:
     """What a budget bought: epochs per member to train, and the seconds each part is expected to take."""
 
     budget: float
-    epochs: tuple[int, ...]  # per member to train, in order
+    epochs: tuple[int, ...]  # per member to train, in order: its config's train.epochs, its schedule's length
     member_seconds: tuple[float, ...]
     after_seconds: float  # after the members (0 for one model)
     planned_at: float  # seconds into the job when it was planned (data, timing probe)
@@ -106,6 +113,14 @@ class Plan:
     # members asked for but not trained: with them every member would get under min_epochs epochs
     dropped: int = 0
     min_epochs: int = 1
+    # per member: the epochs the probe's speed fits by the aim (the last member's may end partway); none in
+    # plans without headroom, whose ``epochs`` fit
+    fit_epochs: tuple[int, ...] = ()
+
+    @property
+    def fitting(self) -> tuple[int, ...]:
+        """Per member, the epochs expected to run at the probed speed (``epochs`` where none are recorded)."""
+        return self.fit_epochs or self.epochs
 
     def fit_allowance(self, member: int) -> float | None:
         """Seconds member ``member`` (0-based, of those to train) may spend in ``fit`` before the deadline
@@ -119,6 +134,10 @@ class Plan:
         if spare >= 0:
             return self.fit_seconds[member] + spare / len(self.fit_seconds)
         return self.fit_seconds[member] + (spare if member == last else 0.0)
+
+    def after_fit_seconds(self, member: int) -> float:
+        """Seconds member ``member`` is planned to take after its fit: its final evaluation, saving and logging."""
+        return self.member_seconds[member] - self.fit_seconds[member] if self.fit_seconds else 0.0
 
     @property
     def planned_seconds(self) -> float:
@@ -134,6 +153,7 @@ class Plan:
     def params(self) -> dict[str, str]:
         """The plan as run params (``budget.*``), for the runs table; the whole plan is in :meth:`to_dict`."""
         return {"budget.seconds": f"{self.budget:g}", "budget.epochs": ",".join(map(str, self.epochs)),
+                "budget.fit_epochs": ",".join(map(str, self.fitting)),
                 "budget.expected_seconds": f"{self.expected_seconds:.0f}", "budget.capped": str(self.capped).lower()}
 
     def to_dict(self) -> dict:
@@ -153,7 +173,9 @@ def plan_epochs(budget: float, members: Sequence[MemberCost], after_seconds: flo
     its deadline (:class:`mnist99.training.callbacks.BudgetDeadline`) ends it partway through, at
     the aim, and the schedule is compressed to end there. Planned to the last whole epoch, a job
     of one member with 8-12 epochs ended at 78-81% of a 5-minute budget whenever the machine ran
-    faster or slower than its timing probe read it (2026-12-01-budget-carry-a5ecfd4.md).
+    faster or slower than its timing probe read it (2026-12-01-budget-carry-a5ecfd4.md). Those are
+    ``fit_epochs``; each member's schedule (``epochs``) is :data:`HEADROOM` longer, up to ``max_epochs``,
+    so that a machine that speeds up after the probe still fills the budget.
     ``started`` is when the job started on ``clock``; the time since counts against the budget.
 
     Raises ConfigError naming the budget and the least that would do when even one epoch each does not fit.
@@ -176,9 +198,10 @@ def plan_epochs(budget: float, members: Sequence[MemberCost], after_seconds: flo
             left -= member.epoch
     if epochs[-1] < max_epochs and left >= GRAIN * members[-1].epoch:
         epochs[-1] += 1
-    return Plan(budget, tuple(epochs), tuple(m.seconds(e) for m, e in zip(members, epochs)), after_seconds,
+    schedules = tuple(min(max_epochs, math.ceil(round(e * (1 + HEADROOM), 6))) for e in epochs)
+    return Plan(budget, schedules, tuple(m.seconds(e) for m, e in zip(members, epochs)), after_seconds,
                 planned_at, max_epochs, capped=rounds >= max_epochs,
-                fit_seconds=tuple(m.fit_seconds(e) for m, e in zip(members, epochs)))
+                fit_seconds=tuple(m.fit_seconds(e) for m, e in zip(members, epochs)), fit_epochs=tuple(epochs))
 
 
 def plan_members(budget: float, members: Sequence[MemberCost], after_seconds: Callable[[int], float], max_epochs: int,
@@ -198,7 +221,7 @@ def plan_members(budget: float, members: Sequence[MemberCost], after_seconds: Ca
             plan = plan_epochs(budget, members[:count], after_seconds(count), max_epochs, started, clock, aim)
         except ConfigError:
             continue
-        if min(plan.epochs) >= min(min_epochs, max_epochs):
+        if min(plan.fitting) >= min(min_epochs, max_epochs):
             return dataclasses.replace(plan, dropped=len(members) - count, min_epochs=min_epochs)
     plan = plan_epochs(budget, members[:1], after_seconds(1), max_epochs, started, clock, aim)
     return dataclasses.replace(plan, dropped=len(members) - 1, min_epochs=min_epochs)
@@ -233,12 +256,18 @@ def counted(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
+def span(values: Sequence[int]) -> str:
+    """``9``, ``9-10``: the range of per-member epochs."""
+    low, high = min(values), max(values)
+    return f"{low}" if low == high else f"{low}-{high}"
+
+
 def plan_line(plan: Plan, started: float, noun: str = "member") -> str:
-    """``budget 10m: 3 members x 9 epochs, ~3.1 min each; expected finish 14:32 (94% of it)``."""
-    low, high = min(plan.epochs), max(plan.epochs)
+    """``budget 10m: 3 members x 9 epochs (schedules of 11), ~3.1 min each; expected finish 14:32 (95% of it)``."""
     each = sum(plan.member_seconds) / len(plan.member_seconds) / 60
-    line = (f"budget {format_duration(plan.budget)}: {counted(len(plan.epochs), noun)} x "
-            f"{low if low == high else f'{low}-{high}'} epochs, ~{each:.1f} min each; expected finish "
+    schedules = f" (schedules of {span(plan.epochs)})" if plan.epochs != plan.fitting else ""
+    line = (f"budget {format_duration(plan.budget)}: {counted(len(plan.epochs), noun)} x {span(plan.fitting)} "
+            f"epochs{schedules}, ~{each:.1f} min each; expected finish "
             f"{finish_time(started + plan.expected_seconds)} ({plan.expected_seconds / plan.budget:.0%} of it)")
     if plan.capped:
         line += f"; capped by train.budget_max_epochs={plan.max_epochs}"
@@ -250,10 +279,10 @@ def plan_line(plan: Plan, started: float, noun: str = "member") -> str:
 
 def reused_line(plan: Plan, run_id: str, noun: str = "member") -> str:
     """The line of a plan found on an earlier run of the same job (a rerun, a resume, another worker)."""
-    low, high = min(plan.epochs), max(plan.epochs)
     dropped = f" (not {len(plan.epochs) + plan.dropped})" if plan.dropped else ""
+    schedules = f" (schedules of {span(plan.epochs)})" if plan.epochs != plan.fitting else ""
     return (f"budget {format_duration(plan.budget)}: the plan of run {run_id}: {counted(len(plan.epochs), noun)}{dropped} x "
-            f"{low if low == high else f'{low}-{high}'} epochs")
+            f"{span(plan.fitting)} epochs{schedules}")
 
 
 def used_line(budget: float, seconds: float) -> str:

@@ -147,21 +147,24 @@ class BudgetDeadline(keras.callbacks.Callback):
     """Re-plans a budgeted fit's remaining epochs at each epoch end from the epochs' measured length, so the
     fit ends within ``allowance`` seconds of its start (see :func:`mnist99.training.budget.epochs_that_fit`).
 
-    The plan fixes a member's epochs (and its cache key) from the first steps' speed, and gives the
-    last member one epoch more than fits whole; when the machine then runs slower, fewer epochs fit.
-    The learning-rate schedule is then compressed onto the epochs that fit, to a tenth of an epoch
+    The plan fixes a member's epochs (and its cache key) from the first steps' speed: a schedule a fifth
+    longer than the epochs that fit (:data:`mnist99.training.budget.HEADROOM`). The learning-rate
+    schedule is compressed onto the epochs that fit, to a tenth of an epoch
     (:class:`mnist99.training.optimizers.Compressible`), so a one-cycle still anneals to its end value
     by the last step, and the fit stops there, partway through an epoch if need be (Keras still
-    validates it); when the machine speeds up again, the schedule stretches back, never past the
-    planned epochs. An epoch's length is the mean of the fit's epochs after its first (which also
+    validates it); when the machine speeds up, the schedule stretches back, never past the
+    planned epochs. Its clock starts when it is made, so make it just before the member's model is
+    built: the allowance counts the build, as the plan does. An epoch's length is the mean of the
+    fit's epochs after its first (which also
     traces the train step: alone, it only decides whether one more whole epoch fits), steady against
     a machine whose epochs alternate between fast and slow. A constant rate, or a backend other than
     TensorFlow (whose compiled step would not read the warp), is not compressed: the fit just stops
     where the time runs out. ``stopped_after`` is the epochs it let run (7.6: six tenths into epoch 8;
     None when it did not stop the fit); ``compressed``, whether the schedule was shortened;
-    ``unspent``, once the fit ended, the seconds of its allowance it left (negative when it overran),
-    which an ensemble passes on to its next member. A resumed fit gets the whole allowance for its
-    remaining epochs. ``clock`` is injected so tests drive it.
+    ``unspent``, once the fit ended, the seconds of its allowance it left (negative when it overran);
+    :meth:`unspent_by_now` what it leaves once the member is also scored and saved, which an ensemble
+    passes on to its next member. A resumed fit gets the whole allowance for its remaining epochs.
+    ``clock`` is injected so tests drive it.
     """
 
     def __init__(self, allowance: float, clock=time.monotonic) -> None:
@@ -170,7 +173,7 @@ class BudgetDeadline(keras.callbacks.Callback):
         self.stopped_after: float | None = None
         self.compressed = False
         self.unspent: float | None = None
-        self._began = self._epoch_began = 0.0
+        self._began, self._epoch_began = clock(), 0.0
         self._lengths: list[float] = []  # this fit's epochs, in seconds
         self._end: float = 0  # the epochs the fit now ends after (7.6: six tenths into epoch 8)
         self._last_steps: int | None = None  # the steps of a last epoch that runs partway; None: whole
@@ -179,8 +182,12 @@ class BudgetDeadline(keras.callbacks.Callback):
         self._schedule: Compressible | None = None
         self._original = self._optimizer = None
 
+    def unspent_by_now(self, after_fit: float = 0.0) -> float:
+        """Seconds left now of the allowance plus ``after_fit``, the seconds planned for what follows the fit
+        (negative when the member overran them)."""
+        return self.allowance + after_fit - (self.clock() - self._began)
+
     def on_train_begin(self, logs=None) -> None:
-        self._began = self.clock()
         self._end = self.params.get("epochs", 0)
         # Mixed precision wraps the optimiser (LossScaleOptimizer) that holds the schedule. Keras gives no
         # public getter for a schedule (``learning_rate`` is its current value).
@@ -231,7 +238,7 @@ class BudgetDeadline(keras.callbacks.Callback):
         self._end, self.compressed = fits, self._schedule is not None and fits < planned
 
     def on_train_end(self, logs=None) -> None:
-        self.unspent = self.allowance - (self.clock() - self._began)
+        self.unspent = self.unspent_by_now()
         if self._original is not None:  # the model is saved with the schedule it was built with
             self._optimizer.learning_rate = self._original
 
