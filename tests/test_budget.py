@@ -284,7 +284,7 @@ def test_each_member_may_spend_what_the_members_trained_before_it_left_of_their_
 
 
 def test_costs_add_up_from_the_measured_speed():
-    train = defaults().train  # batch 128, overhead: epoch 0.1 s, member 3 s, job 40 s
+    train = defaults().train  # batch 128, overhead: epoch 0.1 s, member 3 s, job 20 s
     speed = Speed(step_seconds=0.04, start_seconds=4.0, image_seconds=0.0001, epoch_seconds=0.5)
     cost = budget.member_cost(speed, train, train_images=55_000, val_images=5_000, test_images=10_000)
     assert cost.epoch == pytest.approx(429 * 0.04 + 0.5 + 0.5 + train.budget_overhead.epoch)
