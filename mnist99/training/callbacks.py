@@ -153,7 +153,7 @@ class BudgetDeadline(keras.callbacks.Callback):
     (:class:`mnist99.training.optimizers.Compressible`), so a one-cycle still anneals to its end value
     by the last step, and the fit stops there, partway through an epoch if need be (Keras still
     validates it); when the machine speeds up, the schedule stretches back, never past the
-    planned epochs. Its clock starts when it is made, so make it just before the member's model is
+    planned epochs. An epoch slower than those before it is cut at the step where the allowance runs out. Its clock starts when it is made, so make it just before the member's model is
     built: the allowance counts the build, as the plan does. An epoch's length is the mean of the
     fit's epochs after its first (which also
     traces the train step: alone, it only decides whether one more whole epoch fits), steady against
@@ -177,6 +177,7 @@ class BudgetDeadline(keras.callbacks.Callback):
         self._lengths: list[float] = []  # this fit's epochs, in seconds
         self._end: float = 0  # the epochs the fit now ends after (7.6: six tenths into epoch 8)
         self._last_steps: int | None = None  # the steps of a last epoch that runs partway; None: whole
+        self._cut: float | None = None  # the epochs run when the allowance ran out mid-epoch (3.75)
         self._epoch = 0
         self._base_end: float | None = None  # the schedule's own last step, in its uncompressed steps
         self._schedule: Compressible | None = None
@@ -203,10 +204,17 @@ class BudgetDeadline(keras.callbacks.Callback):
     def on_train_batch_end(self, batch: int, logs=None) -> None:
         if self._last_steps is not None and self._epoch + 1 == math.ceil(self._end) and batch + 1 >= self._last_steps:
             self.model.stop_training = True  # Keras ends the epoch here and still validates it
+        elif not self.model.stop_training and self.clock() - self._began >= self.allowance:
+            # The time ran out before the planned step: this epoch runs slower than the ones the plan came from.
+            steps = self.params.get("steps")
+            self.model.stop_training, self._cut = True, self._epoch + ((batch + 1) / steps if steps else 1)
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:
         now, done, planned = self.clock(), epoch + 1, self.params.get("epochs", epoch + 1)
         self._lengths.append(now - self._epoch_began)
+        if self._cut is not None:
+            self.stopped_after = self._cut
+            return
         if done >= math.ceil(self._end):
             if self._end < planned:
                 self.model.stop_training, self.stopped_after = True, self._end
