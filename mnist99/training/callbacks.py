@@ -153,7 +153,8 @@ class BudgetDeadline(keras.callbacks.Callback):
     (:class:`mnist99.training.optimizers.Compressible`), so a one-cycle still anneals to its end value
     by the last step, and the fit stops there, partway through an epoch if need be (Keras still
     validates it); when the machine speeds up, the schedule stretches back, never past the
-    planned epochs. An epoch slower than those before it is cut at the step where the allowance runs out. Its clock starts when it is made, so make it just before the member's model is
+    planned epochs. An epoch slower than those before it is cut at the step where the allowance runs
+    out. Its clock starts when it is made, so make it just before the member's model is
     built: the allowance counts the build, as the plan does. An epoch's length is the mean of the
     fit's epochs after its first (which also
     traces the train step: alone, it only decides whether one more whole epoch fits), steady against
