@@ -262,12 +262,17 @@ def span(values: Sequence[int]) -> str:
     return f"{low}" if low == high else f"{low}-{high}"
 
 
+def epochs_phrase(plan: Plan) -> str:
+    """``9 epochs (schedules of 11)``: the epochs that fit, and the schedules' where they are longer."""
+    schedules = f" (schedules of {span(plan.epochs)})" if plan.epochs != plan.fitting else ""
+    return f"{span(plan.fitting)} epochs{schedules}"
+
+
 def plan_line(plan: Plan, started: float, noun: str = "member") -> str:
     """``budget 10m: 3 members x 9 epochs (schedules of 11), ~3.1 min each; expected finish 14:32 (95% of it)``."""
     each = sum(plan.member_seconds) / len(plan.member_seconds) / 60
-    schedules = f" (schedules of {span(plan.epochs)})" if plan.epochs != plan.fitting else ""
-    line = (f"budget {format_duration(plan.budget)}: {counted(len(plan.epochs), noun)} x {span(plan.fitting)} "
-            f"epochs{schedules}, ~{each:.1f} min each; expected finish "
+    line = (f"budget {format_duration(plan.budget)}: {counted(len(plan.epochs), noun)} x {epochs_phrase(plan)}, "
+            f"~{each:.1f} min each; expected finish "
             f"{finish_time(started + plan.expected_seconds)} ({plan.expected_seconds / plan.budget:.0%} of it)")
     if plan.capped:
         line += f"; capped by train.budget_max_epochs={plan.max_epochs}"
@@ -280,9 +285,8 @@ def plan_line(plan: Plan, started: float, noun: str = "member") -> str:
 def reused_line(plan: Plan, run_id: str, noun: str = "member") -> str:
     """The line of a plan found on an earlier run of the same job (a rerun, a resume, another worker)."""
     dropped = f" (not {len(plan.epochs) + plan.dropped})" if plan.dropped else ""
-    schedules = f" (schedules of {span(plan.epochs)})" if plan.epochs != plan.fitting else ""
     return (f"budget {format_duration(plan.budget)}: the plan of run {run_id}: {counted(len(plan.epochs), noun)}{dropped} x "
-            f"{span(plan.fitting)} epochs{schedules}")
+            f"{epochs_phrase(plan)}")
 
 
 def used_line(budget: float, seconds: float) -> str:
