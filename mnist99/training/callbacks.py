@@ -152,12 +152,11 @@ class BudgetDeadline(keras.callbacks.Callback):
     schedule is compressed onto the epochs that fit, to a tenth of an epoch
     (:class:`mnist99.training.optimizers.Compressible`), so a one-cycle still anneals to its end value
     by the last step, and the fit stops there, partway through an epoch if need be (Keras still
-    validates it); when the machine speeds up, the schedule stretches back, never past the
-    planned epochs. An epoch slower than those before it is cut at the step where the allowance runs
-    out. Its clock starts when it is made, so make it just before the member's model is
-    built: the allowance counts the build, as the plan does. An epoch's length is the mean of the
-    fit's epochs after its first (which also
-    traces the train step: alone, it only decides whether one more whole epoch fits), steady against
+    validates it); when the machine speeds up, the schedule stretches back, never past the planned
+    epochs. An epoch slower than those before it is cut at the step where the allowance runs out. Its
+    clock starts when it is made, so make it just before the member's model is built: the allowance
+    counts the build, as the plan does. An epoch's length is the mean of the fit's epochs after its
+    first (which also traces the train step: alone, it only decides whether one more whole epoch fits), steady against
     a machine whose epochs alternate between fast and slow. A constant rate, or a backend other than
     TensorFlow (whose compiled step would not read the warp), is not compressed: the fit just stops
     where the time runs out. ``stopped_after`` is the epochs it let run (7.6: six tenths into epoch 8;
@@ -178,7 +177,6 @@ class BudgetDeadline(keras.callbacks.Callback):
         self._lengths: list[float] = []  # this fit's epochs, in seconds
         self._end: float = 0  # the epochs the fit now ends after (7.6: six tenths into epoch 8)
         self._last_steps: int | None = None  # the steps of a last epoch that runs partway; None: whole
-        self._cut: float | None = None  # the epochs run when the allowance ran out mid-epoch (3.75)
         self._epoch = 0
         self._base_end: float | None = None  # the schedule's own last step, in its uncompressed steps
         self._schedule: Compressible | None = None
@@ -208,13 +206,12 @@ class BudgetDeadline(keras.callbacks.Callback):
         elif not self.model.stop_training and self.clock() - self._began >= self.allowance:
             # The time ran out before the planned step: this epoch runs slower than the ones the plan came from.
             steps = self.params.get("steps")
-            self.model.stop_training, self._cut = True, self._epoch + ((batch + 1) / steps if steps else 1)
+            self.model.stop_training, self.stopped_after = True, self._epoch + ((batch + 1) / steps if steps else 1)
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:
         now, done, planned = self.clock(), epoch + 1, self.params.get("epochs", epoch + 1)
         self._lengths.append(now - self._epoch_began)
-        if self._cut is not None:
-            self.stopped_after = self._cut
+        if self.stopped_after is not None:  # cut mid-epoch where the time ran out
             return
         if done >= math.ceil(self._end):
             if self._end < planned:
