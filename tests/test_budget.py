@@ -228,9 +228,24 @@ class Rates(keras.callbacks.Callback):
         self.rates.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
 
 
-def fit_with_deadline(seconds: list[float], allowance: float, schedule=None):
-    """A fit of len(seconds) planned epochs of 4 steps, epoch i taking seconds[i] on a fake clock, under a
-    BudgetDeadline; SGD runs ``schedule`` (a constant rate when None). The loss is the mean output of a
+class StepsTake(keras.callbacks.Callback):
+    """Advances ``clock`` by ``seconds[epoch]`` at each step's end (before the deadline looks)."""
+
+    def __init__(self, clock: FakeClock, seconds: list[float]) -> None:
+        super().__init__()
+        self.clock, self.seconds, self.epoch = clock, seconds, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.clock.now += self.seconds[self.epoch]
+
+
+def fit_with_deadline(seconds: list[float], allowance: float, schedule=None, per_step: bool = False):
+    """A fit of len(seconds) planned epochs of 4 steps, epoch i taking seconds[i] on a fake clock (with
+    ``per_step``, each of its steps does), under a BudgetDeadline; SGD runs ``schedule`` (a constant rate
+    when None). The loss is the mean output of a
     one-weight linear model fed ones, starting at 0, so each step lowers the weight by exactly that step's
     rate: the weight tells which rates the compiled step used. Returns the guard, the epochs run, the
     rates the steps read and the model."""
@@ -242,7 +257,7 @@ def fit_with_deadline(seconds: list[float], allowance: float, schedule=None):
     clock, rates = FakeClock(), Rates()
     guard = BudgetDeadline(allowance=allowance, clock=clock)
     history = model.fit(np.ones((8, 1)), np.zeros((8, 1)), batch_size=2, epochs=len(seconds), verbose=0, shuffle=False,
-                        callbacks=[Takes(clock, seconds), guard, rates])
+                        callbacks=[(StepsTake if per_step else Takes)(clock, seconds), guard, rates])
     return guard, len(history.history["loss"]), rates.rates, model
 
 
@@ -264,32 +279,11 @@ def test_the_deadline_ends_a_fit_partway_through_the_epoch_where_its_time_runs_o
                     "the budget's deadline ended it after 3.5 of 5 epochs, at its share of the budget")
 
 
-class StepsTake(keras.callbacks.Callback):
-    """Advances ``clock`` by ``seconds[epoch]`` at each step's end (before the deadline looks)."""
-
-    def __init__(self, clock: FakeClock, seconds: list[float]) -> None:
-        super().__init__()
-        self.clock, self.seconds, self.epoch = clock, seconds, 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.clock.now += self.seconds[self.epoch]
-
-
 def test_an_epoch_slower_than_the_plan_is_cut_at_the_step_where_the_time_runs_out():
     """After 3 epochs of 10 s, 1.5 more fit in the 45 s allowed; epoch 4 then runs at 5 s a step, not 2.5:
     the fit stops after its 3rd step, at 45 s, not at the 2 steps of epoch 5 the plan said (55 s)."""
-    from mnist99.training.callbacks import BudgetDeadline
-
-    clock, rates = FakeClock(), Rates()
-    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
-    model.compile(keras.optimizers.SGD(0.01), loss="mse")
-    guard = BudgetDeadline(allowance=45, clock=clock)
-    history = model.fit(np.ones((8, 1)), np.zeros((8, 1)), batch_size=2, epochs=5, verbose=0, shuffle=False,
-                        callbacks=[StepsTake(clock, [2.5, 2.5, 2.5, 5.0, 5.0]), guard, rates])
-    assert len(history.history["loss"]) == 4 and len(rates.rates) == 15 and clock.now == 45
+    guard, run, rates, _ = fit_with_deadline([2.5, 2.5, 2.5, 5.0, 5.0], allowance=45, per_step=True)
+    assert run == 4 and len(rates) == 15 and guard.clock.now == 45
     assert guard.stopped_after == 3.75 and guard.unspent == 0
 
 
