@@ -273,7 +273,7 @@ def test_the_deadline_ends_a_fit_partway_through_the_epoch_where_its_time_runs_o
 
     guard, run, rates, _ = fit_with_deadline(seconds, allowance=50)
     assert run == epochs_run and len(rates) == steps_run and guard.stopped_after == stopped_after
-    assert guard.unspent == pytest.approx(50 - sum(seconds[:epochs_run]))  # what the next member may spend
+    assert guard.unspent_by_now() == pytest.approx(50 - sum(seconds[:epochs_run]))  # what the next member may spend
     note = stop_note([guard], epochs_run, planned=5)
     assert note == (None if stopped_after is None else
                     "the budget's deadline ended it after 3.5 of 5 epochs, at its share of the budget")
@@ -284,7 +284,7 @@ def test_an_epoch_slower_than_the_plan_is_cut_at_the_step_where_the_time_runs_ou
     the fit stops after its 3rd step, at 45 s, not at the 2 steps of epoch 5 the plan said (55 s)."""
     guard, run, rates, _ = fit_with_deadline([2.5, 2.5, 2.5, 5.0, 5.0], allowance=45, per_step=True)
     assert run == 4 and len(rates) == 15 and guard.clock.now == 45
-    assert guard.stopped_after == 3.75 and guard.unspent == 0
+    assert guard.stopped_after == 3.75 and guard.unspent_by_now() == 0
 
 
 def test_each_member_may_spend_what_the_members_trained_before_it_left_of_their_deadlines(monkeypatch):

@@ -161,9 +161,8 @@ class BudgetDeadline(keras.callbacks.Callback):
     TensorFlow (whose compiled step would not read the warp), is not compressed: the fit just stops
     where the time runs out. ``stopped_after`` is the epochs it let run (7.6: six tenths into epoch 8;
     None when it did not stop the fit); ``compressed``, whether the schedule was shortened;
-    ``unspent``, once the fit ended, the seconds of its allowance it left (negative when it overran);
-    :meth:`unspent_by_now` what it leaves once the member is also scored and saved, which an ensemble
-    passes on to its next member. A resumed fit gets the whole allowance for its remaining epochs.
+    :meth:`unspent_by_now` what it leaves of its allowance (negative when it overran), counting the
+    seconds planned for scoring and saving the member, which an ensemble passes on to its next member. A resumed fit gets the whole allowance for its remaining epochs.
     ``clock`` is injected so tests drive it.
     """
 
@@ -172,7 +171,6 @@ class BudgetDeadline(keras.callbacks.Callback):
         self.allowance, self.clock = allowance, clock
         self.stopped_after: float | None = None
         self.compressed = False
-        self.unspent: float | None = None
         self._began, self._epoch_began = clock(), 0.0
         self._lengths: list[float] = []  # this fit's epochs, in seconds
         self._end: float = 0  # the epochs the fit now ends after (7.6: six tenths into epoch 8)
@@ -244,7 +242,6 @@ class BudgetDeadline(keras.callbacks.Callback):
         self._end, self.compressed = fits, self._schedule is not None and fits < planned
 
     def on_train_end(self, logs=None) -> None:
-        self.unspent = self.unspent_by_now()
         if self._original is not None:  # the model is saved with the schedule it was built with
             self._optimizer.learning_rate = self._original
 
