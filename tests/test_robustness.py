@@ -10,7 +10,7 @@ import pytest
 
 from mnist99.data import corruptions
 from mnist99.reports import plots
-from mnist99.reports.robustness import Robustness, csv_text, figure, markdown, robustness
+from mnist99.reports.robustness import Robustness, csv_text, digits_predicted, figure, markdown, robustness
 from tests.conftest import ROOT, require_real_data
 
 
@@ -29,6 +29,22 @@ def bar_reader():
     model = keras.Model(digits, dense(x))
     dense.set_weights([weights.reshape(784, 10), np.zeros(10, np.float32)])
     return model
+
+
+@pytest.mark.parametrize("names", [None, ["translate", "stripe"]])
+def test_a_time_budget_counts_the_digits_the_table_predicts(bar_reader, tiny_splits, monkeypatch, names):
+    from mnist99.reports import robustness as report
+
+    predicted = []
+
+    class Counting:
+        def predict(self, images, **kwargs):
+            predicted.append(len(images))
+            return bar_reader.predict(images, **kwargs)
+
+    monkeypatch.setattr(report, "as_model", lambda source: Counting())
+    robustness(bar_reader, tiny_splits.x_test, tiny_splits.y_test, names=names)
+    assert sum(predicted) == digits_predicted(len(tiny_splits.y_test), names) > len(tiny_splits.y_test)
 
 
 def test_one_row_per_corruption_and_the_means_of_those_rows(bar_reader, tiny_splits):

@@ -55,6 +55,12 @@ def as_model(source):
     return as_ensemble(load_ensemble(source) if isinstance(source, str | Path) else source)
 
 
+def digits_predicted(size: int, names: list[str] | None = None) -> int:
+    """The digits :func:`robustness` predicts for ``size`` digits: each clean and under each corruption of
+    ``names`` (default: all). A time budget counts them before the table is made."""
+    return size * (len(corruptions.names() if names is None else names) + 1)
+
+
 def robustness(source, images: np.ndarray, labels: np.ndarray, seed: int = 0, names: list[str] | None = None) -> Robustness:
     """Score ``source`` (see :func:`as_model`) on uint8 ``images`` (N, 28, 28), clean and under each corruption.
 

@@ -70,9 +70,9 @@ def plan_budget(cfg: Config, to_train: Sequence[Config], splits: Splits, started
 def robust_images(cfg: Config) -> int:
     """Digits the evaluation pack's robustness table predicts through an ensemble (``evaluate.robustness``):
     its subset clean and under each corruption."""
-    from mnist99.data import corruptions
+    from mnist99.reports.robustness import digits_predicted
 
-    return cfg.evaluate.robustness_size * (len(corruptions.names()) + 1) if cfg.evaluate.robustness else 0
+    return digits_predicted(cfg.evaluate.robustness_size) if cfg.evaluate.robustness else 0
 
 
 def finish_timer(cfg: Config, splits: Splits, label: str, members_after: int = 0, ensemble_size: int = 0,
