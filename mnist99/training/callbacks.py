@@ -161,8 +161,9 @@ class BudgetDeadline(keras.callbacks.Callback):
     TensorFlow (whose compiled step would not read the warp), is not compressed: the fit just stops
     where the time runs out. ``stopped_after`` is the epochs it let run (7.6: six tenths into epoch 8;
     None when it did not stop the fit); ``compressed``, whether the schedule was shortened;
-    :meth:`unspent_by_now` what it leaves of its allowance (negative when it overran), counting the
-    seconds planned for scoring and saving the member, which an ensemble passes on to its next member. A resumed fit gets the whole allowance for its remaining epochs.
+    :meth:`unspent_by_now` what it leaves of its allowance (negative when it overran), plus, given them,
+    the seconds planned for scoring and saving the member: what an ensemble passes on to its next member.
+    A resumed fit gets the whole allowance for its remaining epochs.
     ``clock`` is injected so tests drive it.
     """
 
