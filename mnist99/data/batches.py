@@ -23,6 +23,20 @@ def _batches(x: np.ndarray, y: np.ndarray, batch_size: int, training: bool, seed
     return ds.batch(batch_size, drop_remainder=training and len(x) >= batch_size)
 
 
+def without_autotuner(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """The same batches with tf.data's autotuning thread turned off.
+
+    Keras makes a new iterator over the dataset every epoch. Deleting one waits for the autotuning
+    thread to wake from its timed wait, and in TensorFlow 2.21 that wait left both cores idle for 2-17 s
+    at some epoch ends: an unpredictable loss a time budget cannot plan for
+    (benchmarks/results/cpu-2core/2026-12-04-epoch-stalls.md). Without the thread, ``AUTOTUNE`` still
+    means: map with as many calls as cores, prefetch with a buffer that grows on demand.
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.with_options(options)
+
+
 def make_dataset(
     x: np.ndarray,
     y: np.ndarray,
@@ -51,7 +65,7 @@ def make_dataset(
         return images, tf.one_hot(labels, NUM_CLASSES)
 
     parallel = None if training and augmenter is not None else tf.data.AUTOTUNE
-    return ds.map(prepare, num_parallel_calls=parallel).prefetch(tf.data.AUTOTUNE)
+    return without_autotuner(ds.map(prepare, num_parallel_calls=parallel).prefetch(tf.data.AUTOTUNE))
 
 
 def make_index_dataset(start: int, y: np.ndarray, batch_size: int, training: bool = False,
@@ -60,5 +74,5 @@ def make_index_dataset(start: int, y: np.ndarray, batch_size: int, training: boo
     the input of a :class:`mnist99.training.augmented_net.AugmentedNet` that holds the images on the device."""
     indices = np.arange(start, start + len(y), dtype=np.int32)
     ds = _batches(indices, y, batch_size, training, seed)
-    return ds.map(lambda i, labels: (i, tf.one_hot(labels, NUM_CLASSES)),
-                  num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return without_autotuner(ds.map(lambda i, labels: (i, tf.one_hot(labels, NUM_CLASSES)),
+                                    num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
