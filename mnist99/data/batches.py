@@ -20,11 +20,12 @@ def _batches(x: np.ndarray, y: np.ndarray, batch_size: int, training: bool, seed
     # good): one static batch shape for every step. (It also kept Keras 3.15's RandomElasticTransform
     # working, which with an unknown batch size pasted one distorted image over the batch; our
     # augment.ElasticDistortion has no such limit.)
-    return ds.batch(batch_size, drop_remainder=training and len(x) >= batch_size)
+    return _without_autotuner(ds.batch(batch_size, drop_remainder=training and len(x) >= batch_size))
 
 
-def without_autotuner(ds: tf.data.Dataset) -> tf.data.Dataset:
-    """The same batches with tf.data's autotuning thread turned off.
+def _without_autotuner(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """The same batches with tf.data's autotuning thread turned off, for every stage built on them
+    (options set here carry through the map and prefetch added after).
 
     Keras makes a new iterator over the dataset every epoch. Deleting one waits for the autotuning
     thread to wake from its timed wait, and in TensorFlow 2.21 that wait left both cores idle for 2-17 s
@@ -65,7 +66,7 @@ def make_dataset(
         return images, tf.one_hot(labels, NUM_CLASSES)
 
     parallel = None if training and augmenter is not None else tf.data.AUTOTUNE
-    return without_autotuner(ds.map(prepare, num_parallel_calls=parallel).prefetch(tf.data.AUTOTUNE))
+    return ds.map(prepare, num_parallel_calls=parallel).prefetch(tf.data.AUTOTUNE)
 
 
 def make_index_dataset(start: int, y: np.ndarray, batch_size: int, training: bool = False,
@@ -74,5 +75,5 @@ def make_index_dataset(start: int, y: np.ndarray, batch_size: int, training: boo
     the input of a :class:`mnist99.training.augmented_net.AugmentedNet` that holds the images on the device."""
     indices = np.arange(start, start + len(y), dtype=np.int32)
     ds = _batches(indices, y, batch_size, training, seed)
-    return without_autotuner(ds.map(lambda i, labels: (i, tf.one_hot(labels, NUM_CLASSES)),
-                                    num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
+    return ds.map(lambda i, labels: (i, tf.one_hot(labels, NUM_CLASSES)),
+                  num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
