@@ -55,7 +55,7 @@ def test_a_worse_export_stays_challenger_an_equal_or_better_one_becomes_champion
     assert np.abs(loaded.predict(digits, verbose=0) - model.predict(digits, verbose=0)).max() <= 1e-5
     tags = client.get_model_version(NAME, "1").tags
     assert tags[aliases.VAL_ACCURACY_TAG] == "0.95" and len(tags[aliases.VAL_DIGEST_TAG]) > 0
-    assert tags[aliases.PROMOTION_TAG] == "champion: no champion yet"
+    assert tags[aliases.PROMOTION_TAG] == "champion: no earlier champion"
     capsys.readouterr()
 
     worse = export(cfg, ensemble_run(cfg, model, tiny_splits, 0.94))

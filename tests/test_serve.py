@@ -61,7 +61,7 @@ def test_champion_served_by_alias_answers_like_the_in_memory_ensemble(tmp_path, 
     with tracking.stage_run(cfg, "ensemble", "ensemble-tiny") as active:
         tracking.log_model_file(ensemble)
     out = export.export_run(cfg, active.info.run_id)
-    assert out["serve_uri"] == "models:/mnist99-ensemble@champion"  # the first export: no champion yet
+    assert out["serve_uri"] == "models:/mnist99-ensemble@champion"  # the first export: no earlier champion
     digits = np.random.default_rng(2).integers(0, 256, (4, 28, 28)).astype("uint8")
     expected = ensemble.predict(digits, verbose=0)
 

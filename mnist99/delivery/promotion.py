@@ -65,7 +65,7 @@ def decide(candidate: Standing, champion: Standing | None, promote: Promote = "a
     if promote is False:
         return alias(CHALLENGER, "--no-promote given")
     if champion is None:
-        return alias(CHAMPION, "no champion yet")
+        return alias(CHAMPION, "no earlier champion")
     against = f"champion: version {champion.version}"
     if champion.val_digest is None or champion.val_accuracy is None:
         return alias(CHALLENGER, f"nothing to compare with: the {against} records no validation accuracy or "
