@@ -8,7 +8,7 @@ from mnist99.models import build_model
 from mnist99.models.layers import ACTIVATIONS, Maxout, initializer
 from tests.conftest import assert_takes_a_training_step
 
-MODELS_WITH_ACTIVATIONS = ("rescnn", "resmlp")  # convnet is the fixed Keras-example baseline
+MODELS_WITH_ACTIVATIONS = ("rescnn", "plaincnn", "resmlp")  # convnet is the fixed Keras-example baseline
 
 
 def tiny(model: str, act: str, *extra: str):

@@ -147,6 +147,17 @@ def test_tophat_windows_that_would_erase_the_digit_or_exceed_the_image_are_refus
         load_config([], [f"model.tophat={size}"])
 
 
+def test_plaincnn_convolves_the_whole_image_without_shortcuts_and_keeps_where_features_lie():
+    model = build_model(defaults().model.model_copy(update={"name": "plaincnn"}))
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert [conv.output.shape[1] for conv in convs] == [26, 24, 12, 10, 8, 4]  # no stride before 24x24
+    assert [conv.output.shape[-1] for conv in convs] == [32] * 3 + [64] * 3
+    kinds = {type(layer) for layer in model.layers}
+    assert keras.layers.Add not in kinds and keras.layers.GlobalAveragePooling2D not in kinds
+    assert keras.layers.Flatten in kinds  # the head sees each of the 4x4 positions apart
+    assert model.count_params() == 326_826  # the module docstring's ~330k
+
+
 def test_unknown_model_lists_valid_names():
     from mnist99.errors import ConfigError
 

@@ -150,7 +150,7 @@ CASES = [
                                            "--set", "ensemble.members=[{{overrides: {{model.widht: 8}}}}]"],
      "unknown config key 'model.widht'"),
     ("config-unknown-model", "prepare", ["--set", "model.name=resnet"],
-     "unknown model 'resnet' (valid: convnet, rescnn, resmlp)"),
+     "unknown model 'resnet' (valid: convnet, plaincnn, rescnn, resmlp)"),
     ("config-unknown-optimizer", "prepare", ["--set", "train.optimizer.name=adamax"],
      "unknown optimizer 'adamax' (valid: adagrad, adam, adamw, rmsprop, sgd)"),
     ("config-unknown-schedule", "prepare", ["--set", "train.schedule.name=linear"],

@@ -143,6 +143,13 @@ def regularizer(cfg: ModelConfig) -> keras.regularizers.Regularizer | None:
     return keras.regularizers.L2(cfg.l2) if cfg.l2 > 0 else None
 
 
+def conv_bn(x, filters: int, cfg: ModelConfig, kernel: int = 3, strides: int = 1, padding: str = "same"):
+    """A bias-free convolution then BatchNorm (whose shift makes the bias redundant)."""
+    x = keras.layers.Conv2D(filters, kernel, strides=strides, padding=padding, use_bias=False,
+                            kernel_initializer=initializer(cfg), kernel_regularizer=regularizer(cfg))(x)
+    return batch_norm(cfg)(x)
+
+
 def tophat(x, cfg: ModelConfig):
     """The input minus its grey opening over a ``cfg.tophat``-px square (unchanged when 0): a white top-hat.
 

@@ -11,13 +11,7 @@ import keras
 
 from mnist99.config import ModelConfig
 from mnist99.constants import MODEL_INPUT_SHAPE
-from mnist99.models.layers import activation, batch_norm, classifier_head, initializer, regularizer, tophat, widening
-
-
-def conv_bn(x, filters: int, cfg: ModelConfig, kernel: int = 3, strides: int = 1):
-    x = keras.layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False,
-                            kernel_initializer=initializer(cfg), kernel_regularizer=regularizer(cfg))(x)
-    return batch_norm(cfg)(x)
+from mnist99.models.layers import activation, classifier_head, conv_bn, tophat, widening
 
 
 def residual_block(x, filters: int, cfg: ModelConfig, strides: int = 1):
