@@ -190,7 +190,9 @@ def test_rerun_after_a_failed_member_retrains_only_that_member(smoke_cfg, store,
 @pytest.mark.integration
 @pytest.mark.slow
 def test_ensemble_reuses_a_train_run_of_the_same_config(smoke_cfg, store, capsys):
-    """``mnist99 train`` (seed 1) then ``mnist99 ensemble``: member 1 is that run, only member 2 trains."""
+    """``mnist99 train`` (seed 1) then ``mnist99 ensemble``: member 1 is that run, only member 2 trains. Then a
+    larger ensemble, evaluated and exported otherwise, trains its third member only."""
+    from mnist99.config import with_overrides
     from mnist99.stages import ensemble, train
 
     first = train.run(smoke_cfg)
@@ -198,6 +200,15 @@ def test_ensemble_reuses_a_train_run_of_the_same_config(smoke_cfg, store, capsys
     assert out["member_run_ids"][0] == first["run_id"] and out["member_run_ids"][1] != first["run_id"]
     assert f"member 1/2 reuses FINISHED train run {first['run_id']}" in capsys.readouterr().out
     assert out["member_1_test_accuracy"] == pytest.approx(first["test_accuracy"], abs=1e-6)
+
+    larger = with_overrides(smoke_cfg, {"ensemble.size": 3, "ensemble.weighting": "val_accuracy",
+                                        "evaluate.robustness": not smoke_cfg.evaluate.robustness,
+                                        "export.formats": ["keras"]})
+    grown = ensemble.run(larger)
+    printed = capsys.readouterr().out
+    assert grown["member_run_ids"][:2] == out["member_run_ids"]
+    assert f"member 2/3 reuses FINISHED train run {out['member_run_ids'][1]}" in printed
+    assert "ensemble: member 3/3: training" in printed and "member 1/3: training" not in printed
 
 
 @pytest.mark.integration

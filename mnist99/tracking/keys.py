@@ -15,18 +15,20 @@ from pathlib import Path
 import yaml
 
 from mnist99 import __version__
-from mnist99.config import Config, to_yaml
+from mnist99.config import Config
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 CACHE_KEY_TAG = "mnist99.cache_key"
 CODE_DIGEST_TAG = "mnist99.code_digest"
 
 # The config sections each stage's result depends on (besides the data, the code, and for export the
-# ensemble run it exports); None: the whole resolved config. Tracking, tuning and study settings
-# change no result of prepare, ensemble or export.
-STAGE_SECTIONS: dict[str, tuple[str, ...] | None] = {
+# ensemble run it exports). Tracking, tuning and study settings change no result of any stage. A train
+# run (alone or an ensemble's member) is what it learned: the ensemble around it, its evaluation and its
+# export change nothing in it, so a larger ensemble reuses the members of a smaller one, and an ensemble
+# without the robustness table the members of one with it.
+STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "prepare": ("data", "seed"),
-    "train": None,
+    "train": ("data", "augment", "model", "train", "diagnostics", "seed"),
     "ensemble": ("data", "augment", "model", "train", "ensemble", "seed"),
     "export": ("export",),
 }
@@ -59,10 +61,6 @@ def job_key(payload: str, data_digest: str) -> str:
 def cache_key(stage: str, cfg: Config, data_digest: str, upstream: str = "") -> str:
     """The cache key of ``stage`` run on ``cfg``: the config sections it reads (:data:`STAGE_SECTIONS`),
     ``upstream`` (a run it reads, e.g. the ensemble an export exports), the data and the code."""
-    sections = STAGE_SECTIONS[stage]
-    if sections is None:
-        payload = to_yaml(cfg)
-    else:
-        dumped = cfg.model_dump()
-        payload = yaml.safe_dump({name: dumped[name] for name in sections}, sort_keys=True)
+    dumped = cfg.model_dump()
+    payload = yaml.safe_dump({name: dumped[name] for name in STAGE_SECTIONS[stage]}, sort_keys=True)
     return job_key(f"{stage}\n{payload}\n{upstream}\n{code_digest()}", data_digest)
