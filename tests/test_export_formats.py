@@ -1,6 +1,6 @@
 """export.formats: each format written, checked and published together, with Keras' answers in every runtime.
 
-One export (an ensemble of two tiny weighted members) is made per module, in all four formats, through
+One export (an ensemble of three tiny weighted members) is made per module, in all four formats, through
 the export stage; the tests read it. The full-size ensemble's figures come from benchmarks/inference.py.
 """
 from __future__ import annotations
@@ -38,12 +38,20 @@ def tophat_member(seed: int) -> keras.Model:
     return keras.Model(images, keras.layers.Dense(10, activation="softmax")(keras.layers.Flatten()(x)))
 
 
+def plaincnn_member(seed: int) -> keras.Model:
+    """A narrow ``plaincnn`` (unpadded and strided convolutions, BatchNorm, a dense head), untrained."""
+    from mnist99.models import build_model
+
+    keras.utils.set_random_seed(seed)
+    return build_model(load_config([], ["model.name=plaincnn", "model.width=4", "model.depth=1"]).model)
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, migrated_store):
     """The export stage's result for formats ``ALL`` and ``export.keep: 2`` over SavedModel versions 1-3
     left by earlier exports; with its config, Keras model and own MLflow store. Member 1 carries
-    test-time shifts and member 2 a top-hat input (``model.tophat``), so the parity and builtin-ops
-    checks cover them."""
+    test-time shifts, member 2 a top-hat input (``model.tophat``) and member 3 is a ``plaincnn``, so the
+    parity and builtin-ops checks cover them."""
     from mnist99 import tracking
     from mnist99.delivery.ensemble import combine, shift_averaged
     from mnist99.stages import export
@@ -58,7 +66,8 @@ def exported(tmp_path_factory, migrated_store):
         cfg = load_config([SMOKE], [f"export.dir={root / 'exports'}", f"export.formats=[{','.join(ALL)}]",
                                     "export.keep=2", "tracking.system_metrics=false"])
         tracking.setup(cfg)
-        model = combine([shift_averaged(tiny_member(1), [(0, 2), (-1, 0)]), tophat_member(2)], [0.25, 0.75])
+        model = combine([shift_averaged(tiny_member(1), [(0, 2), (-1, 0)]), tophat_member(2), plaincnn_member(3)],
+                        [0.25, 0.5, 0.25])
         for old in ("1", "2", "3"):
             (root / "exports" / NAME / old).mkdir(parents=True)
         with tracking.stage_run(cfg, "ensemble", "ensemble-smoke") as active:
