@@ -93,8 +93,20 @@ def setup(cfg: Config, experiment: str | None = None, description: str = EXPERIM
             raise TrackingError(f"MLflow store {uri}: {first_line(exc)}") from None
 
 
-def _use_experiment(uri: str, name: str, description: str) -> str:
+def point_mlflow_at(uri: str) -> None:
+    """``mlflow.set_tracking_uri`` without its side effect: MLflow 3 also writes ``$MLFLOW_TRACKING_URI``,
+    which :func:`tracking_uri` reads as the user's choice, so a later config without ``tracking.uri`` in
+    the same process (a second store: ensemble_spread's pools) would open the previous config's store."""
+    user = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
+    if user is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = user
+
+
+def _use_experiment(uri: str, name: str, description: str) -> str:
+    point_mlflow_at(uri)
     tags = {"mlflow.note.content": description, **EXPERIMENT_KIND}
     found = mlflow.get_experiment_by_name(name)
     if found is None:
@@ -125,7 +137,7 @@ def ui_command(cfg: Config) -> str:
 
 def use_store(cfg: Config) -> None:
     """Resolve ``runs:/`` and ``models:/`` URIs against the configured store, creating nothing in it."""
-    mlflow.set_tracking_uri(tracking_uri(cfg))
+    point_mlflow_at(tracking_uri(cfg))
 
 
 def current_uri() -> str:
