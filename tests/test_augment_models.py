@@ -158,6 +158,14 @@ def test_plaincnn_convolves_the_whole_image_without_shortcuts_and_keeps_where_fe
     assert model.count_params() == 326_826  # the module docstring's ~330k
 
 
+def test_plaincnn_refuses_a_depth_that_leaves_no_image():
+    from mnist99.errors import ConfigError
+
+    assert build_model(defaults().model.model_copy(update={"name": "plaincnn", "width": 4, "depth": 4})).output.shape[-1] == 10
+    with pytest.raises(ConfigError, match="model.depth 5 is too deep for plaincnn"):
+        build_model(defaults().model.model_copy(update={"name": "plaincnn", "width": 4, "depth": 5}))
+
+
 def test_unknown_model_lists_valid_names():
     from mnist99.errors import ConfigError
 

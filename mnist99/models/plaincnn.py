@@ -14,6 +14,7 @@ import keras
 
 from mnist99.config import ModelConfig
 from mnist99.constants import MODEL_INPUT_SHAPE
+from mnist99.errors import ConfigError
 from mnist99.models.layers import (
     activation,
     batch_norm,
@@ -37,6 +38,10 @@ def stage(x, filters: int, cfg: ModelConfig):
 
 
 def build(cfg: ModelConfig) -> keras.Model:
+    # each unpadded 3x3 convolution takes 2 px off the map: 28 -> 14 - depth after stage 1, 14 - 3 x depth after stage 2
+    if 14 - 3 * cfg.depth < 1:
+        raise ConfigError(f"model.depth {cfg.depth} is too deep for plaincnn: its unpadded convolutions leave no "
+                          "image after stage 2 (at most 4)")
     inputs = keras.Input(MODEL_INPUT_SHAPE, name="image")
     x = stage(stage(tophat(inputs, cfg), cfg.width, cfg), 2 * cfg.width, cfg)
     x = keras.layers.Dense(4 * cfg.width * widening(cfg), use_bias=False, kernel_initializer=initializer(cfg),
