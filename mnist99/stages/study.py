@@ -142,7 +142,7 @@ def run_study(cfg: Config, splits: Splits) -> dict:
     every (arm, seed) run, then log the comparison."""
     study = cfg.study.name
     plan = run_plan(cfg)
-    folder = resume.checkpoint_dir(cfg, splits.digest)
+    folder = resume.checkpoint_dir(cfg, tracking.cache_key("study", cfg, splits.digest))
     resumed = tracking.unfinished_run(resume.pending_run_id(folder))
     runs = []
     with tracking.stage_run(cfg, "study", f"study-{study}", tags={"mnist99.study": study}, run_id=resumed) as parent:

@@ -135,9 +135,10 @@ def train_in_run(cfg: Config, splits: Splits, nested: bool = False, name: str | 
     from mnist99.training import diagnostics
     from mnist99.training.fit import train_model
 
+    key = tracking.cache_key("train", cfg, splits.digest)
     tags = {"mnist99.model": cfg.model.name, "mnist99.optimizer": cfg.train.optimizer.name,
-            tracking.CACHE_KEY_TAG: tracking.cache_key("train", cfg, splits.digest), **(tags or {})}
-    ckpt = resume.checkpoint_dir(cfg, splits.digest)
+            tracking.CACHE_KEY_TAG: key, **(tags or {})}
+    ckpt = resume.checkpoint_dir(cfg, key)
     resumed = tracking.unfinished_run(resume.pending_run_id(ckpt))
     with tracking.stage_run(cfg, "train", name or run_name(cfg), tags=tags, nested=nested, run_id=resumed) as active:
         resume.remember_run(ckpt, active.info.run_id)

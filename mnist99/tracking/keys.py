@@ -31,6 +31,7 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "train": ("data", "augment", "model", "train", "diagnostics", "seed"),
     "ensemble": ("data", "augment", "model", "train", "ensemble", "seed"),
     "export": ("export",),
+    "study": ("data", "augment", "model", "train", "diagnostics", "seed", "study"),  # its parent run
 }
 
 

@@ -1,8 +1,9 @@
 """Surviving interruption: a checkpoint folder per training job, and the MLflow run it belongs to.
 
-A job is keyed by a hash of its resolved config, the data digest and the package version, so
-running the same command again after a kill finds the folder, resumes the same MLflow run and
-lets the epoch backup (Keras' BackupAndRestore made atomic,
+A job's folder is named by its key: a train job's is its cache key (what the model learns from, the
+data and the code: :func:`~mnist99.tracking.keys.cache_key`), so running it again after a kill, alone
+or as the member of an ensemble of another size, evaluation or export, finds the folder, resumes the
+same MLflow run and lets the epoch backup (Keras' BackupAndRestore made atomic,
 :class:`~mnist99.training.callbacks.AtomicBackupAndRestore`) continue from the last finished
 epoch. A finished job removes it.
 """
@@ -11,16 +12,15 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from mnist99.config import Config, to_yaml
+from mnist99.config import Config
 from mnist99.files import write_atomic
-from mnist99.tracking.keys import job_key
 
 RUN_ID_FILE = "run_id"
 
 
-def checkpoint_dir(cfg: Config, data_digest: str) -> Path:
-    """Where this training job keeps its epoch backups and the id of its MLflow run."""
-    return Path(cfg.train.checkpoint_dir).expanduser() / job_key(to_yaml(cfg), data_digest)
+def checkpoint_dir(cfg: Config, key: str) -> Path:
+    """Where the job named ``key`` keeps its epoch backups and the id of its MLflow run."""
+    return Path(cfg.train.checkpoint_dir).expanduser() / key
 
 
 def pending_run_id(folder: Path) -> str | None:
