@@ -33,6 +33,10 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "export": ("export",),
     "study": ("data", "augment", "model", "train", "diagnostics", "seed", "study"),  # its parent run
 }
+# Settings inside those sections that say where files are and how a run reports, not what it computes
+# (the data's own digest is in every key): watching a rerun with `train.verbose=1`, or reading MNIST from
+# another folder, reuses what is done.
+UNKEYED: dict[str, set[str]] = {"data": {"path", "cache_dir"}, "train": {"verbose", "checkpoint_dir"}}
 
 
 @functools.cache
@@ -60,8 +64,8 @@ def job_key(payload: str, data_digest: str) -> str:
 
 
 def cache_key(stage: str, cfg: Config, data_digest: str, upstream: str = "") -> str:
-    """The cache key of ``stage`` run on ``cfg``: the config sections it reads (:data:`STAGE_SECTIONS`),
-    ``upstream`` (a run it reads, e.g. the ensemble an export exports), the data and the code."""
-    dumped = cfg.model_dump()
-    payload = yaml.safe_dump({name: dumped[name] for name in STAGE_SECTIONS[stage]}, sort_keys=True)
+    """The cache key of ``stage`` run on ``cfg``: the config sections it reads (:data:`STAGE_SECTIONS`, less
+    :data:`UNKEYED`), ``upstream`` (a run it reads, e.g. the ensemble an export exports), the data and the code."""
+    sections = cfg.model_dump(include=set(STAGE_SECTIONS[stage]), exclude=UNKEYED)
+    payload = yaml.safe_dump(sections, sort_keys=True)
     return job_key(f"{stage}\n{payload}\n{upstream}\n{code_digest()}", data_digest)
