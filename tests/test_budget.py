@@ -16,6 +16,7 @@ from mnist99.durations import format_duration, parse_duration
 from mnist99.errors import ConfigError
 from mnist99.training import budget
 from mnist99.training.budget import MemberCost, Plan, Speed, plan_epochs, plan_members
+from tests.conftest import SMOKE
 
 
 def clock_at(seconds: float):
@@ -408,6 +409,63 @@ def test_step_clock_times_the_steps_after_the_first_ones_on_its_clock():
 
 def fake_speeds(cfgs, splits, clock=time.time):
     return [Speed(step_seconds=0.01, start_seconds=1.0, image_seconds=0.0001, epoch_seconds=0.1) for _ in cfgs]
+
+
+def test_the_step_clock_reports_each_epoch_from_the_fits_second_end_to_end():
+    from mnist99.training.callbacks import StepClock
+
+    now, seen = [0.0], []
+    timer = StepClock(skip=1, steps=2, clock=lambda: now[0], on_epoch=lambda t, epoch, s: seen.append((epoch, s)))
+    timer.set_params({"steps": 5, "epochs": 3})
+    timer.on_train_begin()
+    for epoch, seconds in enumerate([40.0, 30.0, 31.0]):  # the first epoch holds the tracing: no report
+        timer.on_epoch_begin(epoch)
+        now[0] += seconds
+        timer.on_epoch_end(epoch)
+    assert seen == [(1, 30.0), (2, 31.0)]
+
+
+def test_a_revised_finish_counts_the_measured_epoch_and_is_said_only_when_it_moves_enough():
+    member = MemberCost(epoch=40, fixed=20)
+    measured, finish = budget.revised_finish(member, 30, epochs=24, epochs_left=22, members_after=2,
+                                             after_seconds=25, now=1000)
+    assert measured == MemberCost(epoch=30, fixed=20)
+    assert finish == 1000 + 22 * 30 + 2 * (20 + 24 * 30) + 25
+    assert budget.worth_revising(shown=5000, finish=4500, now=1000)  # 500 s of 4,000 left: said
+    assert not budget.worth_revising(shown=5000, finish=4700, now=1000)  # 300 s: under a tenth
+    assert not budget.worth_revising(shown=1300, finish=1250, now=1000)  # under a minute
+    line = budget.finish_line("ensemble: member 1/3", measured, 24, 0, after_epoch=2)
+    assert line.startswith("ensemble: member 1/3: ~12.3 min per member, expected finish ") and line.endswith(" (after epoch 2)")
+
+
+def test_without_a_budget_the_finish_is_said_after_the_first_steps_and_again_when_the_epochs_run_faster(tiny_splits, capsys):
+    """As on a 2-core EPYC: the first steps gave ~41 s an epoch, the epochs took ~30 s; a steady machine gets one line."""
+    from mnist99.stages.train import finish_timer
+
+    cfg = load_config([SMOKE], ["train.epochs=24", "train.batch_size=10", "evaluate.robustness=false"])
+    steps = len(tiny_splits.y_train) // 10
+
+    def lines(epoch_seconds):
+        now = [1000.0]
+        timer = finish_timer(cfg, tiny_splits, "ensemble: member 1/3", members_after=2, ensemble_size=3,
+                             clock=lambda: now[0])
+        timer.set_params({"steps": steps, "epochs": 24})
+        timer.on_train_begin()
+        for epoch, seconds in enumerate(epoch_seconds):
+            timer.on_epoch_begin(epoch)
+            for _ in range(steps):  # the timed steps at 2 s: an epoch of 20 steps ~41 s with validation
+                now[0] += 2.0
+                timer.on_train_batch_end(0)
+            now[0] += seconds - 2.0 * steps
+            timer.on_epoch_end(epoch)
+        return [line for line in capsys.readouterr().out.splitlines() if "expected finish" in line]
+
+    steady = lines([41.0] * 4)
+    assert len(steady) == 1 and "(after" not in steady[0]
+    faster = lines([45.0, 30.0, 30.0, 30.0])
+    assert len(faster) == 2 and faster[1].endswith("(after epoch 2)")
+    first, revised = (float(re.search(r"~([0-9.]+) min", line).group(1)) for line in faster)
+    assert revised < first
 
 
 def test_an_ensemble_plan_is_recorded_found_again_and_forced_afresh(store, tiny_splits, monkeypatch, capsys):

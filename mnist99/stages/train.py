@@ -78,11 +78,13 @@ def robust_images(cfg: Config) -> int:
 def finish_timer(cfg: Config, splits: Splits, label: str, members_after: int = 0, ensemble_size: int = 0,
                  clock: Clock = time.time):
     """A callback for a job without a budget: once the member's first steps are timed it prints how long
-    the member takes and when the job will end (``label`` names the member; see :func:`plan_budget`
+    the member takes and when the job will end, and again after an epoch whose measured length moves that
+    finish by a minute and a tenth of the time left (``label`` names the member; see :func:`plan_budget`
     for ``ensemble_size``)."""
     from mnist99.training.callbacks import StepClock
 
     started = clock()
+    shown: dict = {}  # the estimate last printed: cost, finish, and what follows this member
 
     def report(timer: StepClock) -> None:
         speed = budget.Speed.from_steps(timer.step_seconds, timer.warm_at - started - timer.skipped * timer.step_seconds,
@@ -93,9 +95,20 @@ def finish_timer(cfg: Config, splits: Splits, label: str, members_after: int = 0
                                              cfg.train.budget_overhead.job, robust_images(cfg))
         epochs = cfg.train.epochs - timer.first_epoch
         finish = budget.finish_estimate(cost, epochs, started, members_after, after)
+        shown.update(cost=cost, finish=finish, after=after)
         print(budget.finish_line(label, cost, epochs, finish), flush=True)
 
-    return StepClock(clock=clock, on_timed=report)
+    def revise(timer: StepClock, epoch: int, seconds: float) -> None:
+        if not shown:
+            return
+        now = clock()
+        cost, finish = budget.revised_finish(shown["cost"], seconds, cfg.train.epochs, cfg.train.epochs - epoch - 1,
+                                             members_after, shown["after"], now)
+        if budget.worth_revising(shown["finish"], finish, now):
+            shown.update(cost=cost, finish=finish)
+            print(budget.finish_line(label, cost, cfg.train.epochs, finish, after_epoch=epoch + 1), flush=True)
+
+    return StepClock(clock=clock, on_timed=report, on_epoch=revise)
 
 
 def deadline(plan: Plan | None, member: int, carried: float = 0.0) -> list:

@@ -43,6 +43,11 @@ FORWARD_SHARE = 1 / 3
 Clock = Callable[[], float]  # seconds since the epoch, as time.time (so that a finish time can be shown)
 
 
+# A revised finish estimate is printed when it moves by both (see worth_revising).
+REVISE_SECONDS = 60.0
+REVISE_SHARE = 0.1
+
+
 @dataclass(frozen=True)
 class Speed:
     """This machine's speed for one member's config."""
@@ -317,7 +322,23 @@ def finish_estimate(member: MemberCost, epochs: int, member_started: float, memb
     return member_started + (1 + members_after) * member.seconds(epochs) + after_seconds
 
 
-def finish_line(label: str, member: MemberCost, epochs: int, finish: float) -> str:
-    """``member 1/3: ~7.4 min per member, expected finish 14:32`` (``label``: the member, or the stage for one model)."""
+def finish_line(label: str, member: MemberCost, epochs: int, finish: float, after_epoch: int | None = None) -> str:
+    """``member 1/3: ~7.4 min per member, expected finish 14:32`` (``label``: the member, or the stage for one
+    model), revised: ``... expected finish 14:25 (after epoch 2)``."""
     per = " per member" if "member" in label else ""
-    return f"{label}: ~{member.seconds(epochs) / 60:.1f} min{per}, expected finish {finish_time(finish)}"
+    revised = "" if after_epoch is None else f" (after epoch {after_epoch})"
+    return f"{label}: ~{member.seconds(epochs) / 60:.1f} min{per}, expected finish {finish_time(finish)}{revised}"
+
+
+def revised_finish(member: MemberCost, epoch_seconds: float, epochs: int, epochs_left: int, members_after: int,
+                   after_seconds: float, now: float) -> tuple[MemberCost, float]:
+    """The member's cost with an epoch as measured (``epoch_seconds``), and when the job then ends: this
+    member's ``epochs_left``, ``members_after`` more of ``epochs``, then ``after_seconds``."""
+    measured = MemberCost(epoch_seconds, member.fixed, member.start)
+    return measured, now + epochs_left * epoch_seconds + members_after * measured.seconds(epochs) + after_seconds
+
+
+def worth_revising(shown: float, finish: float, now: float) -> bool:
+    """Whether a revised finish is worth a line: it moved by a minute and by a tenth of the time that was
+    left, so a steady machine prints one estimate and a drifting one a few."""
+    return abs(finish - shown) >= max(REVISE_SECONDS, REVISE_SHARE * max(shown - now, 0.0))
