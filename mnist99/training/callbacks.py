@@ -257,8 +257,8 @@ class StepClock(keras.callbacks.Callback):
     Defaults: 3 skipped steps trace the step and fill the shuffle buffer; 20 timed steps take ~1 s
     for the default net on 2 cores, a steady mean.
 
-    The first steps can run slower than the epochs after them (a 2-core EPYC: ~41 s an epoch from its
-    first steps, 31 s measured), so ``on_epoch(self, epoch, seconds)`` is called at each epoch end from
+    The first steps can run slower than the epochs after them (docs/BUDGET.md links the measurement),
+    so ``on_epoch(self, epoch, seconds)`` is called at each epoch end from
     the fit's second on, with the seconds since the previous epoch ended (its steps, its validation and
     every callback's epoch-end work).
     """
