@@ -68,14 +68,21 @@ def compile_model(cfg: Config, steps_per_epoch: int, jit_compile: bool | str | N
     optimiser, so that the net alone evaluates (and is saved with the optimiser's state).
     """
     model = build_model(cfg.model) if model is None else model
+    net = net_of(model)
+    optimizer = build_optimizer(cfg.train.optimizer, cfg.train.schedule, steps_per_epoch, cfg.train.epochs)
+    if net.dtype_policy.name == "mixed_float16":
+        # Keras wraps the optimiser in loss scaling only when the compiled model's own policy is
+        # mixed_float16, and a wrapper around the net is float32: without it, float16 gradients
+        # underflow to zero while the decoupled weight decay goes on, and a member's validation accuracy
+        # falls epoch after epoch (benchmarks/results/h200-jax/2026-12-04-budget-curve.md).
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     settings = dict(
-        optimizer=build_optimizer(cfg.train.optimizer, cfg.train.schedule, steps_per_epoch, cfg.train.epochs),
+        optimizer=optimizer,
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.train.label_smoothing),
         metrics=["accuracy"],
         jit_compile=resolve_jit(cfg.train.jit_compile) if jit_compile is None else jit_compile,
     )
     model.compile(**settings)
-    net = net_of(model)
     if net is not model:
         net.compile(**settings)
     return model
