@@ -50,19 +50,8 @@ def plan_budget(cfg: Config, to_train: Sequence[Config], splits: Splits, started
         return plan, key
     from mnist99.training.probe import measure_speeds
 
-    speeds = measure_speeds(to_train, splits, clock)
-    n = splits.counts()
-    costs = [budget.member_cost(speed, member.train, n["train"], n["val"], n["test"]) for speed, member in zip(speeds, to_train)]
-    image_seconds = sum(s.image_seconds for s in speeds) / len(speeds)  # also for members reused, not timed
-    reused = ensemble_size - len(to_train) if ensemble_size else 0
-
-    def after(trained: int) -> float:  # the ensemble's members: those reused and ``trained`` of those to train
-        members = [image_seconds] * (reused + trained) if ensemble_size else []
-        return budget.after_members_seconds(members, n["val"], n["test"], cfg.train.budget_overhead.job,
-                                            robust_images(cfg))
-
-    plan = budget.plan_members(cfg.train.budget, costs, after, cfg.train.budget_max_epochs, cfg.train.budget_min_epochs,
-                               started, clock)
+    plan = budget.plan_job(cfg, to_train, measure_speeds(to_train, splits, clock), splits.counts(), started,
+                           ensemble_size, robust_images(cfg), clock)
     print(f"{stage}: {budget.plan_line(plan, started, noun)}", flush=True)
     return plan, key
 

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from mnist99.config import TrainConfig
+from mnist99.config import Config, TrainConfig
 from mnist99.durations import format_duration
 from mnist99.errors import ConfigError
 
@@ -230,6 +230,28 @@ def plan_members(budget: float, members: Sequence[MemberCost], after_seconds: Ca
             return dataclasses.replace(plan, dropped=len(members) - count, min_epochs=min_epochs)
     plan = plan_epochs(budget, members[:1], after_seconds(1), max_epochs, started, clock, aim)
     return dataclasses.replace(plan, dropped=len(members) - 1, min_epochs=min_epochs)
+
+
+def plan_job(cfg: Config, to_train: Sequence[Config], speeds: Sequence[Speed], counts: dict[str, int], started: float,
+             ensemble_size: int = 0, robust_images: int = 0, clock: Clock = time.time) -> Plan:
+    """:func:`plan_members` for ``cfg.train.budget``, each config of ``to_train`` at its measured speed.
+
+    ``counts``: the images in the ``train``, ``val`` and ``test`` splits. ``ensemble_size``: the job ends
+    with an ensemble of that many members (those of ``to_train`` and members reused, not trained), scored,
+    evaluated (``robust_images`` for its robustness table) and exported; 0: one model, nothing after it.
+    """
+    costs = [member_cost(speed, member.train, counts["train"], counts["val"], counts["test"])
+             for speed, member in zip(speeds, to_train)]
+    image_seconds = sum(s.image_seconds for s in speeds) / len(speeds)  # also for members reused, not timed
+    reused = ensemble_size - len(to_train) if ensemble_size else 0
+
+    def after(trained: int) -> float:  # the ensemble's members: those reused and ``trained`` of those to train
+        members = [image_seconds] * (reused + trained) if ensemble_size else []
+        return after_members_seconds(members, counts["val"], counts["test"], cfg.train.budget_overhead.job,
+                                     robust_images)
+
+    return plan_members(cfg.train.budget, costs, after, cfg.train.budget_max_epochs, cfg.train.budget_min_epochs,
+                        started, clock)
 
 
 def epochs_that_fit(elapsed: float, epoch: float, allowance: float, done: int, end: int) -> float:

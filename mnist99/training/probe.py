@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from mnist99.config import Config
 from mnist99.constants import EVAL_BATCH
@@ -21,39 +21,58 @@ TIMED_EVAL_BATCHES = 4  # forward passes at the evaluation batch (2,048 images),
 
 def measure_speed(cfg: Config, splits: Splits, clock: Clock = time.time) -> Speed:
     """Build, compile and fit ``cfg``'s net for two short epochs (a few steps and one validation batch
-    each), then time its forward passes.
-
-    The first epoch's steps after the first few give ``step_seconds``; the second epoch, whole and
-    steady, gives ``epoch_seconds`` (its time beyond steps and validation) and, subtracted from all
-    that came before it, ``start_seconds``: what each member pays again before its steps are steady
-    (building, compiling, tracing the training and evaluation steps).
-    """
-    import keras
-
+    each), then time its forward passes (:func:`time_fit`)."""
     from mnist99.training.fit import set_up
-    from mnist99.training.recipe import standard_callbacks
 
     began = clock()
     setup = set_up(cfg, splits)
+    batches = min(TIMED_EVAL_BATCHES, math.ceil(len(splits.y_val) / EVAL_BATCH))
+
+    def train(steps: int) -> tuple[dict, int]:
+        taken = setup.train_ds.take(steps)
+        return {"x": taken}, int(taken.cardinality())
+
+    return time_fit(cfg, setup.fitted, train, setup.val_ds.take(1), {"x": setup.val_ds.take(batches)},
+                    eval_images=min(len(splits.y_val), batches * EVAL_BATCH),
+                    val_images=min(len(splits.y_val), EVAL_BATCH), began=began, clock=clock)
+
+
+def time_fit(cfg: Config, model, train: Callable[[int], tuple[dict, int]], validation, evaluation: dict,
+             eval_images: int, val_images: int, began: float, clock: Clock = time.time) -> Speed:
+    """Fit a compiled ``model`` for two short epochs, then time ``evaluation``: a :class:`Speed`.
+
+    ``train(steps)`` gives ``fit``'s input arguments for about ``steps`` training steps and the steps they
+    hold (a ``tf.data`` pipeline, or arrays and a batch size: any Keras backend); ``validation`` is one
+    batch of ``val_images``; ``evaluation``, ``evaluate``'s input arguments for ``eval_images`` images.
+    The first epoch's steps after the first few give ``step_seconds``; the second epoch, whole and
+    steady, gives ``epoch_seconds`` (its time beyond steps and validation) and, subtracted from all
+    that came before it since ``began``, ``start_seconds``: what each member pays again before its steps are
+    steady (building, compiling, tracing the training and evaluation steps).
+    """
+    import keras
+
+    from mnist99.training.recipe import standard_callbacks
+
     timer = StepClock(clock=clock)
-    train = setup.train_ds.take(timer.skip + timer.steps)
+    fit_input, steps = train(timer.skip + timer.steps)
     marks: list[float] = []  # the clock at each epoch's start and end
     edges = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: marks.append(clock()),
                                            on_epoch_end=lambda epoch, logs: marks.append(clock()))
-    setup.fitted.fit(train, validation_data=setup.val_ds.take(1), epochs=2, verbose=0, shuffle=False,
-                     callbacks=[*standard_callbacks(cfg, timer), edges])  # last: its epoch spans the others'
+    model.fit(**fit_input, validation_data=validation, epochs=2, verbose=0, shuffle=False,
+              callbacks=[*standard_callbacks(cfg, timer), edges])  # last: its epoch spans the others'
     traced = clock()
-    batches = min(TIMED_EVAL_BATCHES, math.ceil(len(splits.y_val) / EVAL_BATCH))
-    setup.fitted.evaluate(setup.val_ds.take(batches), verbose=0)
-    image_seconds = (clock() - traced) / min(len(splits.y_val), batches * EVAL_BATCH)
+    model.evaluate(**evaluation, verbose=0)
+    image_seconds = (clock() - traced) / eval_images
     steady = marks[3] - marks[2]
-    beyond = steady - int(train.cardinality()) * timer.step_seconds - min(len(splits.y_val), EVAL_BATCH) * image_seconds
+    beyond = steady - steps * timer.step_seconds - val_images * image_seconds
     return Speed(timer.step_seconds, start_seconds=max(marks[1] - began - steady, 0.0), image_seconds=image_seconds,
                  epoch_seconds=max(beyond, 0.0))
 
 
-def measure_speeds(cfgs: Sequence[Config], splits: Splits, clock: Clock = time.time) -> list[Speed]:
-    """One :class:`Speed` per config; configs that differ only in seed and epochs share one probe."""
+def measure_speeds(cfgs: Sequence[Config], splits: Splits | None, clock: Clock = time.time,
+                   measure: Callable[[Config], Speed] | None = None) -> list[Speed]:
+    """One :class:`Speed` per config; configs that differ only in seed and epochs share one probe.
+    ``measure`` times one config (default: :func:`measure_speed` on ``splits``)."""
     from mnist99.config import to_yaml
 
     measured: dict[str, Speed] = {}
@@ -63,6 +82,6 @@ def measure_speeds(cfgs: Sequence[Config], splits: Splits, clock: Clock = time.t
         shape.seed, shape.train.epochs = 0, 1
         key = to_yaml(shape)
         if key not in measured:
-            measured[key] = measure_speed(cfg, splits, clock)
+            measured[key] = measure(cfg) if measure else measure_speed(cfg, splits, clock)
         speeds.append(measured[key])
     return speeds
