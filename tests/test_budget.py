@@ -230,26 +230,35 @@ class Rates(keras.callbacks.Callback):
 
 
 class StepsTake(keras.callbacks.Callback):
-    """Advances ``clock`` by ``seconds[epoch]`` at each step's end (before the deadline looks)."""
+    """Advances ``clock`` by ``seconds[epoch]`` at each step's end (before the deadline looks), and by
+    ``compile`` more at the fit's first step."""
 
-    def __init__(self, clock: FakeClock, seconds: list[float]) -> None:
+    def __init__(self, clock: FakeClock, seconds: list[float], compile: float = 0.0, validation_compile: float = 0.0):
         super().__init__()
         self.clock, self.seconds, self.epoch = clock, seconds, 0
+        self.compile, self.validation_compile = compile, validation_compile
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
-        self.clock.now += self.seconds[self.epoch]
+        self.clock.now += self.seconds[self.epoch] + self.compile
+        self.compile = 0.0
+
+    def on_test_batch_end(self, batch, logs=None):  # validation batches take no time, the first one's compiling aside
+        self.clock.now += self.validation_compile
+        self.validation_compile = 0.0
 
 
-def fit_with_deadline(seconds: list[float], allowance: float, schedule=None, per_step: bool = False):
+def fit_with_deadline(seconds: list[float], allowance: float, schedule=None, per_step: bool = False,
+                      compile: float = 0.0, validation_compile: float | None = None):
     """A fit of len(seconds) planned epochs of 4 steps, epoch i taking seconds[i] on a fake clock (with
     ``per_step``, each of its steps does), under a BudgetDeadline; SGD runs ``schedule`` (a constant rate
     when None). The loss is the mean output of a
     one-weight linear model fed ones, starting at 0, so each step lowers the weight by exactly that step's
     rate: the weight tells which rates the compiled step used. Returns the guard, the epochs run, the
-    rates the steps read and the model."""
+    rates the steps read and the model. ``compile``: seconds more the fit's first step takes (with ``per_step``);
+    ``validation_compile``: validate each epoch on 2 batches, the first of the fit taking that long."""
     from mnist99.training.callbacks import BudgetDeadline
 
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")])
@@ -257,8 +266,10 @@ def fit_with_deadline(seconds: list[float], allowance: float, schedule=None, per
                   loss=lambda y_true, y_pred: keras.ops.mean(y_pred))
     clock, rates = FakeClock(), Rates()
     guard = BudgetDeadline(allowance=allowance, clock=clock)
+    validation = None if validation_compile is None else (np.ones((4, 1)), np.zeros((4, 1)))
+    takes = StepsTake(clock, seconds, compile, validation_compile or 0.0) if per_step else Takes(clock, seconds)
     history = model.fit(np.ones((8, 1)), np.zeros((8, 1)), batch_size=2, epochs=len(seconds), verbose=0, shuffle=False,
-                        callbacks=[(StepsTake if per_step else Takes)(clock, seconds), guard, rates])
+                        validation_data=validation, validation_batch_size=2, callbacks=[takes, guard, rates])
     return guard, len(history.history["loss"]), rates.rates, model
 
 
@@ -286,6 +297,21 @@ def test_an_epoch_slower_than_the_plan_is_cut_at_the_step_where_the_time_runs_ou
     guard, run, rates, _ = fit_with_deadline([2.5, 2.5, 2.5, 5.0, 5.0], allowance=45, per_step=True)
     assert run == 4 and len(rates) == 15 and guard.clock.now == 45
     assert guard.stopped_after == 3.75 and guard.unspent_by_now() == 0
+
+
+def test_the_first_steps_and_validations_compilation_is_not_taken_for_an_epochs_length():
+    """Under XLA on a GPU the first step compiles for 10-25 s and an epoch then takes under a second: 20 s of
+    compiling and epochs of 1 s (4 steps of 0.25 s) fit the 28.5 s allowed, 8 epochs. Judged by its whole
+    first epoch (20.75 s), no second epoch would fit and the fit would stop after one."""
+    guard, run, rates, _ = fit_with_deadline([0.25] * 8, allowance=28.5, per_step=True, compile=20)
+    assert run == 8 and len(rates) == 32 and guard.stopped_after is None
+    assert guard.unspent_by_now() == pytest.approx(0.5)
+    # time that is truly gone still counts: 26 s of compiling leave room for 2.5 of the 8 epochs
+    guard, run, _, _ = fit_with_deadline([0.25] * 8, allowance=28.5, per_step=True, compile=26)
+    assert run == 3 and guard.stopped_after == 2.5
+    # and the first validation pass compiles the test step: 12 + 8 s of compiling, the same 8 epochs
+    guard, run, _, _ = fit_with_deadline([0.25] * 8, allowance=28.5, per_step=True, compile=12, validation_compile=8)
+    assert run == 8 and guard.stopped_after is None
 
 
 def test_each_member_may_spend_what_the_members_trained_before_it_left_of_their_deadlines(monkeypatch):

@@ -156,8 +156,11 @@ class BudgetDeadline(keras.callbacks.Callback):
     epochs. An epoch slower than those before it is cut at the step where the allowance runs out. Its
     clock starts when it is made, so make it just before the member's model is built: the allowance
     counts the build, as the plan does. An epoch's length is the mean of the fit's epochs after its
-    first (which also traces the train step: alone, it only decides whether one more whole epoch fits), steady against
-    a machine whose epochs alternate between fast and slow. A constant rate, or a backend other than
+    first, steady against a machine whose epochs alternate between fast and slow. The first epoch alone
+    only decides whether one more whole epoch fits, judged without what its first training step and its
+    first validation batch took beyond the batches after them: they trace and compile the train and
+    test steps (on a GPU under XLA, seconds each against epochs of under a second; the record in
+    docs/BUDGET.md), time spent once, not an epoch's length. A constant rate, or a backend other than
     TensorFlow (whose compiled step would not read the warp), is not compressed: the fit just stops
     where the time runs out. ``stopped_after`` is the epochs it let run (7.6: six tenths into epoch 8;
     None when it did not stop the fit); ``compressed``, whether the schedule was shortened;
@@ -177,6 +180,7 @@ class BudgetDeadline(keras.callbacks.Callback):
         self._end: float = 0  # the epochs the fit now ends after (7.6: six tenths into epoch 8)
         self._last_steps: int | None = None  # the steps of a last epoch that runs partway; None: whole
         self._epoch = 0
+        self._first_steps, self._first_validation = FirstBatches(), FirstBatches()  # the fit's first epoch's
         self._base_end: float | None = None  # the schedule's own last step, in its uncompressed steps
         self._schedule: Compressible | None = None
         self._original = self._optimizer = None
@@ -198,8 +202,20 @@ class BudgetDeadline(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs=None) -> None:
         self._epoch_began, self._epoch = self.clock(), epoch
+        if not self._lengths:
+            self._first_steps.began = self._epoch_began
+
+    def on_test_begin(self, logs=None) -> None:
+        if not self._lengths:  # the first epoch's validation (fit's validation calls the fit's callbacks)
+            self._first_validation.began = self.clock()
+
+    def on_test_batch_end(self, batch: int, logs=None) -> None:
+        if not self._lengths:
+            self._first_validation.ended(self.clock())
 
     def on_train_batch_end(self, batch: int, logs=None) -> None:
+        if not self._lengths:
+            self._first_steps.ended(self.clock())
         if self._last_steps is not None and self._epoch + 1 == math.ceil(self._end) and batch + 1 >= self._last_steps:
             self.model.stop_training = True  # Keras ends the epoch here and still validates it
         elif not self.model.stop_training and self.clock() - self._began >= self.allowance:
@@ -216,7 +232,7 @@ class BudgetDeadline(keras.callbacks.Callback):
             if self._end < planned:
                 self.model.stop_training, self.stopped_after = True, self._end
             return
-        later = self._lengths[1:] or self._lengths
+        later = self._lengths[1:] or [self._first_epoch_steady()]
         length = sum(later) / len(later)
         fits = epochs_that_fit(now - self._began, length, self.allowance, done, planned)
         if not self.params.get("steps"):  # an epoch of unknown length ends only whole
@@ -225,6 +241,11 @@ class BudgetDeadline(keras.callbacks.Callback):
             self.model.stop_training, self.stopped_after = True, done
         elif round(fits, 1) != round(self._end, 1) and len(self._lengths) > 1:
             self._replan(done, fits, planned, length)
+
+    def _first_epoch_steady(self) -> float:
+        """The first epoch's length less what its first training step and its first validation batch
+        took beyond the batches after them (tracing and compiling each step)."""
+        return self._lengths[0] - self._first_steps.excess() - self._first_validation.excess()
 
     def _replan(self, done: int, fits: float, planned: int, length: float) -> None:
         steps = self.params.get("steps")
@@ -245,6 +266,26 @@ class BudgetDeadline(keras.callbacks.Callback):
     def on_train_end(self, logs=None) -> None:
         if self._original is not None:  # the model is saved with the schedule it was built with
             self._optimizer.learning_rate = self._original
+
+
+class FirstBatches:
+    """The batches of one phase of an epoch (training steps, or a validation pass): when it began, when
+    its first batch ended and its latest, and how many ended."""
+
+    def __init__(self) -> None:
+        self.began = self.first_end = self.last_end = 0.0
+        self.count = 0
+
+    def ended(self, now: float) -> None:
+        self.first_end = self.first_end if self.count else now
+        self.last_end, self.count = now, self.count + 1
+
+    def excess(self) -> float:
+        """Seconds the first batch took beyond the mean batch after it (0 with fewer than two batches)."""
+        if self.count < 2:
+            return 0.0
+        steady = (self.last_end - self.first_end) / (self.count - 1)
+        return max(self.first_end - self.began - steady, 0.0)
 
 
 class StepClock(keras.callbacks.Callback):
