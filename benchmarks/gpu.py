@@ -14,6 +14,12 @@ nothing is logged to MLflow, evaluated in depth or exported. Every clock include
 compilation of each model (``--compile-cache`` lets a second process reuse it, and says so in every
 line). Runs on a CPU too, slowly (a test runs it at smoke size).
 
+With ``--set train.budget=1m`` (and ``--skip-baseline``) the ensemble is planned into the budget as
+``mnist99 ensemble --budget`` plans it (:func:`mnist99.training.budget.plan_job`, from a probe of the
+member's compiled net on this path), each member trains for the epochs expected to fit under its
+deadline, and a ``plan`` line and the share of the budget used are reported. The clock starts before
+the data is read; saving, logging and exporting, which this script does not do, are allowed nothing.
+
 Prints one JSON line per result (and appends it to ``--out``): ``baseline`` and ``member_<i>``
 (seconds to 99% validation accuracy, test accuracy, images/s), ``ensemble`` (members' and ensemble's
 val/test accuracy, gain, disagreement, wall seconds) and ``inference`` (images/s at batch 256, p50/p95
@@ -24,44 +30,95 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Sequence
 
 import keras
 import numpy as np
 from inference import latency, throughput
 from train_speed import baseline, speed_arguments, time_to_99, timing
 
-from mnist99.config import Config, load_config
+from mnist99.config import BudgetOverheadConfig, Config, load_config
 from mnist99.constants import EVAL_BATCH, NUM_CLASSES
 from mnist99.data import make_splits
 from mnist99.data.model_input import to_model_input
 from mnist99.delivery.ensemble import combine, member_plan, score
+from mnist99.errors import ConfigError
 from mnist99.models import build_model
 from mnist99.reports.metrics import accuracy
+from mnist99.training import budget
 from mnist99.training.augmented_net import build_augmented_net
+from mnist99.training.callbacks import BudgetDeadline
 from mnist99.training.devices import device_name
+from mnist99.training.probe import TIMED_EVAL_BATCHES, measure_speeds, time_fit
 from mnist99.training.recipe import compile_model, configure_runtime, resolve_data_on_device, standard_callbacks
 
 
-def train_member(cfg: Config, data: dict, every_steps: int) -> tuple[keras.Model, dict]:
-    """Train one member with augmentation in front of the net, in the same compiled step, and the
-    uint8 images in device memory when ``train.data_on_device`` says so (auto: on a GPU)."""
+def build_member(cfg: Config, data: dict) -> tuple[keras.Model, np.ndarray, np.ndarray, bool]:
+    """One member's net, compiled, with augmentation in front of it in the same compiled step, and the
+    uint8 images in device memory when ``train.data_on_device`` says so (auto: on a GPU); with its
+    training and validation inputs (indices into those images, or the images as floats) and whether the
+    images are on the device."""
     configure_runtime(cfg)
     images = data["images"]  # uint8, the train images then the validation ones
     on_device = resolve_data_on_device(cfg.train.data_on_device, images.nbytes)
     wrapped = build_augmented_net(cfg, build_model(cfg.model), images if on_device else None)
-    n_train, y = len(data["y_train"]), data["y_train"]
+    n_train = len(data["y_train"])
     # With the images on the device the wrapped model takes indices: train ones, then validation ones.
     x, x_val = (np.arange(n_train), np.arange(n_train, len(images))) if on_device else (data["x_train"], data["x_val"])
     compile_model(cfg, math.ceil(n_train / cfg.train.batch_size), jit_compile=True, model=wrapped)  # fit's steps
+    return wrapped, x, x_val, on_device
+
+
+def train_member(cfg: Config, data: dict, every_steps: int, extra: Sequence[keras.callbacks.Callback] = ()
+                 ) -> tuple[keras.Model, dict]:
+    """Train one member (:func:`build_member`); ``extra``: more callbacks for its fit (a budget's deadline)."""
+    wrapped, x, x_val, on_device = build_member(cfg, data)
     to99 = time_to_99(x_val, data["y_val"], every_steps)  # fit's validation input: one compiled program for both
     start = time.perf_counter()
-    history = wrapped.fit(x, y, batch_size=cfg.train.batch_size, epochs=cfg.train.epochs, shuffle=True,
-                          validation_data=(x_val, data["y_val"]), callbacks=standard_callbacks(cfg, to99),
+    history = wrapped.fit(x, data["y_train"], batch_size=cfg.train.batch_size, epochs=cfg.train.epochs, shuffle=True,
+                          validation_data=(x_val, data["y_val"]), callbacks=standard_callbacks(cfg, to99, *extra),
                           verbose=cfg.train.verbose)
     seconds = time.perf_counter() - start
     epochs = len(history.epoch)
-    return wrapped.net, {**timing(to99), "train_seconds": seconds, "epochs_run": epochs, "data_on_device": on_device,
-                         "train_images_per_second": n_train * epochs / seconds}
+    return wrapped.net, {**timing(to99), "train_seconds": seconds, "epochs_run": epochs,
+                         "data_on_device": on_device,
+                         "train_images_per_second": len(data["y_train"]) * epochs / seconds}
+
+
+def probe(cfg: Config, data: dict) -> budget.Speed:
+    """This machine's speed for ``cfg``'s member (:func:`mnist99.training.probe.time_fit`): built and
+    compiled as :func:`train_member` builds it, fitted on arrays (no ``tf.data`` on this path)."""
+    began = time.time()
+    wrapped, x, x_val, _ = build_member(cfg, data)
+    batch, y, y_val = cfg.train.batch_size, data["y_train"], data["y_val"]
+
+    def train(steps: int) -> tuple[dict, int]:
+        n = min(steps * batch, len(x))
+        return {"x": x[:n], "y": y[:n], "batch_size": batch}, math.ceil(n / batch)
+
+    n_val = min(len(x_val), EVAL_BATCH)  # one batch: fit validates at the training batch size
+    n_eval = min(len(x_val), TIMED_EVAL_BATCHES * EVAL_BATCH)
+    return time_fit(cfg, wrapped, train, (x_val[:n_val], y_val[:n_val]),
+                    {"x": x_val[:n_eval], "y": y_val[:n_eval], "batch_size": EVAL_BATCH}, n_eval, n_val, began)
+
+
+def plan_budget(cfg: Config, members: list[Config], data: dict, started: float) -> budget.Plan:
+    """The epochs ``cfg.train.budget`` buys each member, planned as ``mnist99 ensemble --budget`` plans
+    them (:func:`mnist99.training.budget.plan_job`), from :func:`probe`."""
+    speeds = measure_speeds(members, None, measure=lambda member: probe(member, data))
+    counts = {"train": len(data["y_train"]), "val": len(data["y_val"]), "test": len(data["x_test"])}
+    plan = budget.plan_job(cfg, members, speeds, counts, started, ensemble_size=len(members))
+    print(f"gpu.py: {budget.plan_line(plan, started)}", flush=True)
+    return plan
+
+
+def budgeted(cfg: Config, epochs: int) -> Config:
+    """``cfg`` with the epochs its budget planned. The schedule is the epochs expected to fit, not the
+    planned ones with headroom: off TensorFlow the deadline cannot compress a compiled one-cycle
+    (:class:`mnist99.training.callbacks.BudgetDeadline`), and a schedule cut short would not anneal."""
+    planned = cfg.model_copy(deep=True)
+    planned.train.budget, planned.train.epochs = None, epochs
+    return planned
 
 
 def main() -> None:
@@ -86,7 +143,12 @@ def main() -> None:
             with open(args.out, "a") as out:
                 out.write(line + "\n")
 
-    start = time.perf_counter()
+    started = time.time()  # the job's clock (and its budget's) starts with the data
+    if cfg.train.budget is not None:
+        if not args.skip_baseline:
+            raise SystemExit("benchmarks/gpu.py: a budget times the ensemble alone; add --skip-baseline")
+        # Nothing here is saved, logged or exported: the allowances that stand for those are zero.
+        cfg.train.budget_overhead = BudgetOverheadConfig(epoch=0.0, member=0.0, job=0.0)
     splits = make_splits(cfg.data, cfg.seed)
     onehot = lambda labels: keras.utils.to_categorical(labels, NUM_CLASSES)  # noqa: E731
     data = {"images": np.concatenate([splits.x_train, splits.x_val]),
@@ -97,18 +159,39 @@ def main() -> None:
         report("baseline", baseline(np.concatenate([splits.x_train, splits.x_val]),
                                     np.concatenate([splits.y_train, splits.y_val]),
                                     splits.x_test, splits.y_test, args.baseline_epochs, args.check_every))
-        start = time.perf_counter()  # the ensemble's wall clock starts after the baseline
-    nets, probs = [], {"val": [], "test": []}
+        started = time.time()  # the ensemble's wall clock starts after the baseline
+    members = []
     for i, (member_cfg, run_id) in enumerate(member_plan(cfg), start=1):
         if run_id is not None:
             raise SystemExit(f"benchmarks/gpu.py trains every member; member {i} names run {run_id!r}")
-        net, result = train_member(member_cfg, data, args.check_every)
+        members.append(member_cfg)
+    plan = None
+    if cfg.train.budget is not None:
+        try:
+            plan = plan_budget(cfg, members, data, started)
+        except ConfigError as error:  # a budget too small for one epoch: say so in one line
+            raise SystemExit(f"benchmarks/gpu.py: {error}") from None
+        report("plan", plan.to_dict())
+        members = [budgeted(member, epochs) for member, epochs in zip(members, plan.fitting)]
+    nets, probs, carried = [], {"val": [], "test": []}, 0.0
+    for i, member_cfg in enumerate(members, start=1):
+        # A budgeted member stops at its deadline: its share of the plan and what those before it left.
+        limit = [] if plan is None else [BudgetDeadline(plan.fit_allowance(i - 1) + carried)]
+        # Mid-epoch validation checks are not in a budget's plan: a budgeted run checks at epoch ends.
+        net, result = train_member(member_cfg, data, 0 if plan else args.check_every, limit)
         nets.append(net)
         for split in ("val", "test"):
             probs[split].append(np.asarray(net.predict(data[f"x_{split}"], batch_size=EVAL_BATCH, verbose=0)))
+        if limit:
+            carried = limit[0].unspent_by_now(plan.after_fit_seconds(i - 1))
+            result |= {"planned_epochs": member_cfg.train.epochs, "deadline_stopped_after": limit[0].stopped_after}
         report(f"member_{i}", {**result, "test_accuracy": accuracy(probs["test"][-1], splits.y_test), "seed": member_cfg.seed})
     metrics = score(probs, {"val": splits.y_val, "test": splits.y_test}, None)
-    report("ensemble", {**metrics, "members": len(nets), "wall_seconds": time.perf_counter() - start})
+    wall = time.time() - started
+    used = {} if plan is None else {"budget_seconds": plan.budget, "budget_used": wall / plan.budget}
+    report("ensemble", {**metrics, "members": len(nets), "wall_seconds": wall, **used})
+    if plan is not None:
+        print(f"gpu.py: {budget.used_line(plan.budget, wall)}", flush=True)
     ensemble = combine(nets)
     images = splits.x_test
     report("inference", {"batch": 256, **throughput(ensemble.predict_on_batch, images, 256, 50, 5),

@@ -42,3 +42,24 @@ def test_gpu_benchmark_trains_scores_and_times_an_ensemble(tmp_path):
     assert ensemble["member_2_test_accuracy"] == rows["member_2"]["test_accuracy"]
     assert 0.0 <= ensemble["test_accuracy"] <= 1.0 and 0.0 <= ensemble["disagreement"] <= 1.0
     assert rows["inference"]["images_per_s"] > 0 and rows["inference"]["latency_ms_p50"] > 0
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_fits_members_into_a_budget(tmp_path):
+    """``--set train.budget``: a probe, a plan (one JSON line), members of the planned epochs under their
+    deadlines, the share of the budget used; a budget with the baseline is refused in one line."""
+    require_real_data()
+    out = tmp_path / "gpu.jsonl"
+    common = ["-c", "configs/smoke.yaml", "--set", f"data.cache_dir={tmp_path / 'cache'}", "--set", "train.budget=30s"]
+    printed = run_benchmark_main("gpu.py", *common, "--skip-baseline", "--out", str(out))
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [row["result"] for row in rows][0] == "plan" and [row["result"] for row in rows][-2:] == ["ensemble", "inference"]
+    plan, members, ensemble = rows[0], rows[1:-2], rows[-2]
+    assert plan["budget"] == 30 and len(members) == len(plan["fit_epochs"]) == ensemble["members"]
+    # each member trains for the epochs expected to fit (off TensorFlow a deadline cannot compress its schedule)
+    assert [m["planned_epochs"] for m in members] == plan["fit_epochs"]
+    assert all(m["epochs_run"] <= m["planned_epochs"] for m in members)
+    assert ensemble["budget_seconds"] == 30 and ensemble["budget_used"] == pytest.approx(ensemble["wall_seconds"] / 30)
+    assert "gpu.py: budget 30s: " in printed and "% of it)" in printed and " used (" in printed
+    with pytest.raises(SystemExit, match="a budget times the ensemble alone; add --skip-baseline"):
+        run_benchmark_main("gpu.py", *common)
