@@ -39,9 +39,10 @@ def stage(x, filters: int, cfg: ModelConfig):
 
 def build(cfg: ModelConfig) -> keras.Model:
     # each unpadded 3x3 convolution takes 2 px off the map: 28 -> 14 - depth after stage 1, 14 - 3 x depth after stage 2
-    if 14 - 3 * cfg.depth < 1:
+    deepest = (14 - 1) // 3  # the most that leave stage 2 a map of at least 1 x 1
+    if cfg.depth > deepest:
         raise ConfigError(f"model.depth {cfg.depth} is too deep for plaincnn: its unpadded convolutions leave no "
-                          "image after stage 2 (at most 4)")
+                          f"image after stage 2 (at most {deepest})")
     inputs = keras.Input(MODEL_INPUT_SHAPE, name="image")
     x = stage(stage(tophat(inputs, cfg), cfg.width, cfg), 2 * cfg.width, cfg)
     x = keras.layers.Dense(4 * cfg.width * widening(cfg), use_bias=False, kernel_initializer=initializer(cfg),

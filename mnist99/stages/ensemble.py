@@ -129,7 +129,8 @@ def fit_member(cfg: Config, splits: Splits, index: int, nested: bool = False, fo
                 share = sum(run_id is None for _, run_id in plan[:index - 1])  # the plan covers unnamed members
                 limit = deadline(budgeted, share, carried)
                 extra = [*(callbacks or []), *limit]
-                out = train_in_run(member_cfg, splits, nested=nested, name=name, callbacks=extra, tags=claim.run_tags)
+                out = train_in_run(member_cfg, splits, nested=nested, name=name, callbacks=extra, tags=claim.run_tags,
+                                   key=key)
                 if limit:  # the whole member counts: its scoring and saving can overrun their plan too
                     out["unspent"] = limit[0].unspent_by_now(budgeted.after_fit_seconds(share))
                 note = stop_note(extra, out["epochs_run"], member_cfg.train.epochs, budgeted=budgeted is not None)

@@ -128,16 +128,17 @@ def with_epochs(cfg: Config, epochs: int) -> Config:
 
 def train_in_run(cfg: Config, splits: Splits, nested: bool = False, name: str | None = None,
                  callbacks: Sequence = (), budgeted: tuple[Plan, str] | None = None,
-                 tags: dict[str, str] | None = None) -> dict:
+                 tags: dict[str, str] | None = None, key: str | None = None) -> dict:
     """Train one model inside its own (possibly nested) MLflow run; returns metrics, run id and model.
 
     ``callbacks``: more Keras callbacks for the fit. ``budgeted``: the plan and key to record on a new run.
-    ``tags``: more tags for the run (e.g. the claim it trains under).
+    ``tags``: more tags for the run (e.g. the claim it trains under). ``key``: its train cache key, where
+    the caller has it already (else computed here).
     """
     from mnist99.training import diagnostics
     from mnist99.training.fit import train_model
 
-    key = tracking.cache_key("train", cfg, splits.digest)
+    key = key or tracking.cache_key("train", cfg, splits.digest)
     tags = {"mnist99.model": cfg.model.name, "mnist99.optimizer": cfg.train.optimizer.name,
             tracking.CACHE_KEY_TAG: key, **(tags or {})}
     ckpt = resume.checkpoint_dir(cfg, key)
