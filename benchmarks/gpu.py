@@ -16,8 +16,8 @@ line). Runs on a CPU too, slowly (a test runs it at smoke size).
 
 With ``--set train.budget=1m`` (and ``--skip-baseline``) the ensemble is planned into the budget as
 ``mnist99 ensemble --budget`` plans it (:func:`mnist99.training.budget.plan_job`, from a probe of the
-member's compiled net on this path), each member trains for the epochs expected to fit under its
-deadline, and a ``plan`` line and the share of the budget used are reported. The clock starts before
+member's compiled net on this path), each member's schedule is compressed by its deadline onto the
+epochs that fit, and a ``plan`` line and the share of the budget used are reported. The clock starts before
 the data is read; saving, logging and exporting, which this script does not do, are allowed nothing.
 
 Prints one JSON line per result (and appends it to ``--out``): ``baseline`` and ``member_<i>``
@@ -113,9 +113,8 @@ def plan_budget(cfg: Config, members: list[Config], data: dict, started: float) 
 
 
 def budgeted(cfg: Config, epochs: int) -> Config:
-    """``cfg`` with the epochs its budget planned. The schedule is the epochs expected to fit, not the
-    planned ones with headroom: off TensorFlow the deadline cannot compress a compiled one-cycle
-    (:class:`mnist99.training.callbacks.BudgetDeadline`), and a schedule cut short would not anneal."""
+    """``cfg`` with the epochs its budget planned (a schedule a fifth longer than the epochs expected to fit,
+    which the deadline compresses onto those that do: :class:`mnist99.training.callbacks.BudgetDeadline`)."""
     planned = cfg.model_copy(deep=True)
     planned.train.budget, planned.train.epochs = None, epochs
     return planned
@@ -172,7 +171,7 @@ def main() -> None:
         except ConfigError as error:  # a budget too small for one epoch: say so in one line
             raise SystemExit(f"benchmarks/gpu.py: {error}") from None
         report("plan", plan.to_dict())
-        members = [budgeted(member, epochs) for member, epochs in zip(members, plan.fitting)]
+        members = [budgeted(member, epochs) for member, epochs in zip(members, plan.epochs)]
     nets, probs, carried = [], {"val": [], "test": []}, 0.0
     for i, member_cfg in enumerate(members, start=1):
         # A budgeted member stops at its deadline: its share of the plan and what those before it left.
@@ -184,7 +183,8 @@ def main() -> None:
             probs[split].append(np.asarray(net.predict(data[f"x_{split}"], batch_size=EVAL_BATCH, verbose=0)))
         if limit:
             carried = limit[0].unspent_by_now(plan.after_fit_seconds(i - 1))
-            result |= {"planned_epochs": member_cfg.train.epochs, "deadline_stopped_after": limit[0].stopped_after}
+            result |= {"planned_epochs": member_cfg.train.epochs, "deadline_stopped_after": limit[0].stopped_after,
+                       "schedule_compressed": limit[0].compressed}
         report(f"member_{i}", {**result, "test_accuracy": accuracy(probs["test"][-1], splits.y_test), "seed": member_cfg.seed})
     metrics = score(probs, {"val": splits.y_val, "test": splits.y_test}, None)
     wall = time.time() - started

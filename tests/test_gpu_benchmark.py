@@ -1,9 +1,11 @@
 """benchmarks/gpu.py: mnist99's recipe on any Keras backend (the lent GPU machines have JAX, no TensorFlow)."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import keras
 import pytest
 
 from tests.conftest import require_real_data, run_benchmark_main
@@ -56,10 +58,58 @@ def test_gpu_benchmark_fits_members_into_a_budget(tmp_path):
     assert [row["result"] for row in rows][0] == "plan" and [row["result"] for row in rows][-2:] == ["ensemble", "inference"]
     plan, members, ensemble = rows[0], rows[1:-2], rows[-2]
     assert plan["budget"] == 30 and len(members) == len(plan["fit_epochs"]) == ensemble["members"]
-    # each member trains for the epochs expected to fit (off TensorFlow a deadline cannot compress its schedule)
-    assert [m["planned_epochs"] for m in members] == plan["fit_epochs"]
+    # each member's schedule is the plan's (with its headroom), compressed by the deadline where fewer fit
+    assert [m["planned_epochs"] for m in members] == plan["epochs"]
     assert all(m["epochs_run"] <= m["planned_epochs"] for m in members)
     assert ensemble["budget_seconds"] == 30 and ensemble["budget_used"] == pytest.approx(ensemble["wall_seconds"] / 30)
     assert "gpu.py: budget 30s: " in printed and "% of it)" in printed and " used (" in printed
     with pytest.raises(SystemExit, match="a budget times the ensemble alone; add --skip-baseline"):
         run_benchmark_main("gpu.py", *common)
+
+
+def run_under_jax(args: list[str]) -> subprocess.CompletedProcess:
+    """``python ARGS`` from the checkout's root under Keras' JAX backend (the lent GPU machines have no TensorFlow)."""
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_fits_a_budget_under_jax(tmp_path):
+    require_real_data()
+    out = tmp_path / "gpu.jsonl"
+    # a budget ample for the smoke members, capped at 6 epochs each so that it ends soon on any machine
+    run_under_jax(["benchmarks/gpu.py", "-c", "configs/smoke.yaml", "--skip-baseline", "--set", "train.budget=3m",
+                   "--set", "train.budget_max_epochs=6", "--set", f"data.cache_dir={tmp_path / 'cache'}", "--out", str(out)])
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {row["backend"] for row in rows} == {"jax"}
+    assert rows[0]["result"] == "plan" and [row["result"] for row in rows][-2:] == ["ensemble", "inference"]
+    assert rows[0]["capped"] and rows[0]["epochs"] == [6, 6] and rows[-2]["budget_seconds"] == 180
+    assert [m["planned_epochs"] for m in rows[1:-2]] == [6, 6] and all(m["epochs_run"] == 6 for m in rows[1:-2])
+
+
+@pytest.mark.slow
+def test_a_deadline_compresses_the_schedule_under_jax_too():
+    """JAX's compiled step reads only the variables it is handed: the warp's are tracked by the optimiser,
+    so a fit that fits fewer epochs still runs the schedule's last rates (the weight sums the rates used)."""
+    code = (
+        "import keras, numpy as np\n"
+        "from mnist99.training.callbacks import BudgetDeadline\n"
+        "clock = [0.0]\n"
+        "class Takes(keras.callbacks.Callback):\n"
+        "    def on_epoch_end(self, epoch, logs=None): clock[0] += [10, 10, 15, 12.5, 12.5][epoch]\n"
+        "base = keras.optimizers.schedules.CosineDecay(0.1, decay_steps=20, alpha=0.01)\n"
+        "model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False, kernel_initializer='zeros')])\n"
+        "model.compile(keras.optimizers.SGD(base), loss=lambda y, p: keras.ops.mean(p), jit_compile=True)\n"
+        "guard = BudgetDeadline(allowance=53.75, clock=lambda: clock[0])\n"
+        "model.fit(np.ones((8, 1)), np.zeros((8, 1)), batch_size=2, epochs=5, verbose=0, shuffle=False,\n"
+        "          callbacks=[Takes(), guard])\n"
+        "print(keras.config.backend(), guard.stopped_after, guard.compressed,\n"
+        "      -float(keras.ops.convert_to_numpy(model.layers[0].kernel)[0, 0]))\n"
+    )
+    backend, stopped, compressed, weight = run_under_jax(["-c", code]).stdout.split()[-4:]
+    base = keras.optimizers.schedules.CosineDecay(0.1, decay_steps=20, alpha=0.01)
+    # as under TensorFlow (tests/test_budget.py): steps 0-11 as built, then the last 8 of the schedule in 6 steps
+    compressed_rates = [float(base(s)) for s in [*range(12), *(12 + k * 8 / 6 for k in range(6))]]
+    assert (backend, stopped, compressed) == ("jax", "4.5", "True")
+    assert float(weight) == pytest.approx(sum(compressed_rates), rel=1e-5)
+    assert float(weight) != pytest.approx(sum(float(base(s)) for s in range(18)), rel=1e-3)  # not the uncompressed run

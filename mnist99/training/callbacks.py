@@ -160,9 +160,8 @@ class BudgetDeadline(keras.callbacks.Callback):
     only decides whether one more whole epoch fits, judged without what its first training step and its
     first validation batch took beyond the batches after them: they trace and compile the train and
     test steps (on a GPU under XLA, seconds each against epochs of under a second; the record in
-    docs/BUDGET.md), time spent once, not an epoch's length. A constant rate, or a backend other than
-    TensorFlow (whose compiled step would not read the warp), is not compressed: the fit just stops
-    where the time runs out. ``stopped_after`` is the epochs it let run (7.6: six tenths into epoch 8;
+    docs/BUDGET.md), time spent once, not an epoch's length. A constant rate is not compressed: the fit
+    just stops where the time runs out. ``stopped_after`` is the epochs it let run (7.6: six tenths into epoch 8;
     None when it did not stop the fit); ``compressed``, whether the schedule was shortened;
     :meth:`unspent_by_now` what it leaves of its allowance (negative when it overran), plus, given them,
     the seconds planned for scoring and saving the member: what an ensemble passes on to its next member.
@@ -196,9 +195,15 @@ class BudgetDeadline(keras.callbacks.Callback):
         # public getter for a schedule (``learning_rate`` is its current value).
         self._optimizer = getattr(self.model.optimizer, "inner_optimizer", self.model.optimizer)
         original = getattr(self._optimizer, "_learning_rate", None)
-        if keras.backend.backend() == "tensorflow" and isinstance(original, LearningRateSchedule):
+        if isinstance(original, LearningRateSchedule):
             self._original, self._schedule = original, Compressible(original)
             self._optimizer.learning_rate = self._schedule
+            if keras.backend.backend() != "tensorflow":
+                # A stateless backend's compiled step reads only the variables it is handed, the optimiser's
+                # among them: the warp's, tracked there, are read (under JAX, from the next epoch on).
+                # TensorFlow reads them without; tracked there they would be saved with the optimiser.
+                for variable in (self._schedule.pivot, self._schedule.base_at_pivot, self._schedule.rate):
+                    self._optimizer._track_variable(variable)  # Keras has no public way to add one
 
     def on_epoch_begin(self, epoch: int, logs=None) -> None:
         self._epoch_began, self._epoch = self.clock(), epoch
