@@ -95,6 +95,10 @@ def registry_lock(name: str, stale_after_s: float = STALE_AFTER_S) -> Iterator[N
             client.create_registered_model(lock, description=f"{holder}; delete it if no mnist99 export is running")
             break
         except MlflowException as exc:
+            # A SQL store that finds the name taken looks the model up to say so; if its holder deleted it
+            # in between, that lookup answers RESOURCE_DOES_NOT_EXIST: released, so try again at once.
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                continue
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
         try:
