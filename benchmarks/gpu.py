@@ -17,7 +17,10 @@ line). Runs on a CPU too, slowly (a test runs it at smoke size).
 With ``--set train.budget=1m`` (and ``--skip-baseline``) the ensemble is planned into the budget as
 ``mnist99 ensemble --budget`` plans it (:func:`mnist99.training.budget.plan_job`, from a probe of the
 member's compiled net on this path), each member's schedule is compressed by its deadline onto the
-epochs that fit, and a ``plan`` line and the share of the budget used are reported. The clock starts before
+epochs that fit, and a ``plan`` line and the share of the budget used are reported. Under JAX the probe
+and members of any epochs compile one train step (their schedules' lengths are variables), which a
+compilation cache (``--compile-cache``, or a temporary one) hands from the probe to every member; the
+probe then times a second, warm start, which is what each member pays. The clock starts before
 the data is read; saving, logging and exporting, which this script does not do, are allowed nothing.
 
 Prints one JSON line per result (and appends it to ``--out``): ``baseline`` and ``member_<i>``
@@ -27,8 +30,10 @@ latency for one image). Not a test: timings are reported (README, benchmarks/res
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import tempfile
 import time
 from collections.abc import Sequence
 
@@ -53,11 +58,12 @@ from mnist99.training.probe import TIMED_EVAL_BATCHES, measure_speeds, time_fit
 from mnist99.training.recipe import compile_model, configure_runtime, resolve_data_on_device, standard_callbacks
 
 
-def build_member(cfg: Config, data: dict) -> tuple[keras.Model, np.ndarray, np.ndarray, bool]:
+def build_member(cfg: Config, data: dict, stretchable: bool = False) -> tuple[keras.Model, np.ndarray, np.ndarray, bool]:
     """One member's net, compiled, with augmentation in front of it in the same compiled step, and the
     uint8 images in device memory when ``train.data_on_device`` says so (auto: on a GPU); with its
     training and validation inputs (indices into those images, or the images as floats) and whether the
-    images are on the device."""
+    images are on the device. ``stretchable``: one compiled train step whatever the member's epochs
+    (:func:`mnist99.training.optimizers.build_optimizer`), for a budget's probe and members."""
     configure_runtime(cfg)
     images = data["images"]  # uint8, the train images then the validation ones
     on_device = resolve_data_on_device(cfg.train.data_on_device, images.nbytes)
@@ -65,14 +71,15 @@ def build_member(cfg: Config, data: dict) -> tuple[keras.Model, np.ndarray, np.n
     n_train = len(data["y_train"])
     # With the images on the device the wrapped model takes indices: train ones, then validation ones.
     x, x_val = (np.arange(n_train), np.arange(n_train, len(images))) if on_device else (data["x_train"], data["x_val"])
-    compile_model(cfg, math.ceil(n_train / cfg.train.batch_size), jit_compile=True, model=wrapped)  # fit's steps
+    steps = math.ceil(n_train / cfg.train.batch_size)  # fit's
+    compile_model(cfg, steps, jit_compile=True, model=wrapped, stretchable=stretchable)
     return wrapped, x, x_val, on_device
 
 
-def train_member(cfg: Config, data: dict, every_steps: int, extra: Sequence[keras.callbacks.Callback] = ()
-                 ) -> tuple[keras.Model, dict]:
+def train_member(cfg: Config, data: dict, every_steps: int, extra: Sequence[keras.callbacks.Callback] = (),
+                 stretchable: bool = False) -> tuple[keras.Model, dict]:
     """Train one member (:func:`build_member`); ``extra``: more callbacks for its fit (a budget's deadline)."""
-    wrapped, x, x_val, on_device = build_member(cfg, data)
+    wrapped, x, x_val, on_device = build_member(cfg, data, stretchable)
     to99 = time_to_99(x_val, data["y_val"], every_steps)  # fit's validation input: one compiled program for both
     start = time.perf_counter()
     history = wrapped.fit(x, data["y_train"], batch_size=cfg.train.batch_size, epochs=cfg.train.epochs, shuffle=True,
@@ -85,27 +92,46 @@ def train_member(cfg: Config, data: dict, every_steps: int, extra: Sequence[kera
                          "train_images_per_second": len(data["y_train"]) * epochs / seconds}
 
 
-def probe(cfg: Config, data: dict) -> budget.Speed:
+def probe(cfg: Config, data: dict, warm_start: bool = False) -> budget.Speed:
     """This machine's speed for ``cfg``'s member (:func:`mnist99.training.probe.time_fit`): built and
-    compiled as :func:`train_member` builds it, fitted on arrays (no ``tf.data`` on this path)."""
+    compiled as a budget's members are (:func:`build_member`, stretchable), fitted on arrays (no
+    ``tf.data`` on this path).
+
+    ``warm_start``: compiled programs are cached (JAX's compilation cache), so every member finds the
+    probe's: the probe's first epoch also ends on a partial batch and validates on a full and a partial
+    one as members' epochs do (each shape compiles a program of its own), and the start it reports is
+    that of a second net built, traced and fitted on those batches, which is what each member pays."""
     began = time.time()
-    wrapped, x, x_val, _ = build_member(cfg, data)
+    wrapped, x, x_val, _ = build_member(cfg, data, stretchable=True)
     batch, y, y_val = cfg.train.batch_size, data["y_train"], data["y_val"]
+    full, tail = divmod(len(x), batch)  # an epoch's full batches, and its last one's images (0: none)
 
     def train(steps: int) -> tuple[dict, int]:
-        n = min(steps * batch, len(x))
+        n = min(steps, full) * batch or len(x)  # full batches: the timed steps
+        n += tail if warm_start and full > steps else 0  # then the partial one, after them
         return {"x": x[:n], "y": y[:n], "batch_size": batch}, math.ceil(n / batch)
 
     n_val = min(len(x_val), EVAL_BATCH)  # one batch: fit validates at the training batch size
+    if warm_start:
+        n_val = min(len(x_val), batch + len(x_val) % batch)  # a full batch, then a partial one
     n_eval = min(len(x_val), TIMED_EVAL_BATCHES * EVAL_BATCH)
-    return time_fit(cfg, wrapped, train, (x_val[:n_val], y_val[:n_val]),
-                    {"x": x_val[:n_eval], "y": y_val[:n_eval], "batch_size": EVAL_BATCH}, n_eval, n_val, began)
+    speed = time_fit(cfg, wrapped, train, (x_val[:n_val], y_val[:n_val]),
+                     {"x": x_val[:n_eval], "y": y_val[:n_eval], "batch_size": EVAL_BATCH}, n_eval, n_val, began)
+    if not warm_start:
+        return speed
+    began = time.time()
+    wrapped, x, x_val, _ = build_member(cfg, data, stretchable=True)
+    n = min(batch + tail, len(x))
+    wrapped.fit(x[:n], y[:n], batch_size=batch, validation_data=(x_val[:n_val], y_val[:n_val]), verbose=0, shuffle=False)
+    start = time.time() - began - math.ceil(n / batch) * speed.step_seconds - n_val * speed.image_seconds
+    return dataclasses.replace(speed, start_seconds=max(start, 0.0))
 
 
-def plan_budget(cfg: Config, members: list[Config], data: dict, started: float) -> budget.Plan:
+def plan_budget(cfg: Config, members: list[Config], data: dict, started: float, warm_start: bool = False
+                ) -> budget.Plan:
     """The epochs ``cfg.train.budget`` buys each member, planned as ``mnist99 ensemble --budget`` plans
     them (:func:`mnist99.training.budget.plan_job`), from :func:`probe`."""
-    speeds = measure_speeds(members, None, measure=lambda member: probe(member, data))
+    speeds = measure_speeds(members, None, measure=lambda member: probe(member, data, warm_start))
     counts = {"train": len(data["y_train"]), "val": len(data["y_val"]), "test": len(data["x_test"])}
     plan = budget.plan_job(cfg, members, speeds, counts, started, ensemble_size=len(members))
     print(f"gpu.py: {budget.plan_line(plan, started)}", flush=True)
@@ -127,6 +153,12 @@ def main() -> None:
                         help="JAX only: keep compiled XLA programs in DIR across processes (a rerun skips compiling)")
     args = parser.parse_args()
     cfg = load_config(args.config, args.overrides)
+    shared = keras.config.backend() == "jax" and cfg.train.budget is not None
+    if shared and not args.compile_cache:
+        # A budget's members of any epochs compile one train step (stretchable schedules), and only a
+        # compilation cache hands it from one model to the next: without one each compiles its own.
+        temporary = tempfile.TemporaryDirectory(prefix="mnist99-xla-")  # removed when main returns
+        args.compile_cache = temporary.name
     if args.compile_cache:
         import jax
 
@@ -167,7 +199,7 @@ def main() -> None:
     plan = None
     if cfg.train.budget is not None:
         try:
-            plan = plan_budget(cfg, members, data, started)
+            plan = plan_budget(cfg, members, data, started, warm_start=shared)
         except ConfigError as error:  # a budget too small for one epoch: say so in one line
             raise SystemExit(f"benchmarks/gpu.py: {error}") from None
         report("plan", plan.to_dict())
@@ -177,7 +209,7 @@ def main() -> None:
         # A budgeted member stops at its deadline: its share of the plan and what those before it left.
         limit = [] if plan is None else [BudgetDeadline(plan.fit_allowance(i - 1) + carried)]
         # Mid-epoch validation checks are not in a budget's plan: a budgeted run checks at epoch ends.
-        net, result = train_member(member_cfg, data, 0 if plan else args.check_every, limit)
+        net, result = train_member(member_cfg, data, 0 if plan else args.check_every, limit, stretchable=bool(plan))
         nets.append(net)
         for split in ("val", "test"):
             probs[split].append(np.asarray(net.predict(data[f"x_{split}"], batch_size=EVAL_BATCH, verbose=0)))

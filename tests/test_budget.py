@@ -584,15 +584,33 @@ def test_a_budgeted_train_run_logs_its_plan_and_ends_within_it(smoke_cfg, store,
 def test_a_compressed_schedule_reaches_its_own_last_step_at_the_new_end_however_often_it_is_compressed():
     from mnist99.training.optimizers import Compressible
 
-    schedule = Compressible(keras.optimizers.schedules.CosineDecay(1.0, decay_steps=12, alpha=0.01))
+    schedule = Compressible(keras.optimizers.schedules.CosineDecay(1.0, decay_steps=12, alpha=0.01), base_steps=12)
     assert [float(schedule.base_step(s)) for s in (0, 4, 11)] == [0, 4, 11]  # as built until compressed
-    schedule.compress(now=4, end=8, base_end=12)  # the remaining 8 steps in 4
+    schedule.compress(now=4, end=8)  # the remaining 8 steps in 4
     assert [float(schedule.base_step(s)) for s in (3, 4, 6, 8)] == [3, 4, 8, 12]
-    schedule.compress(now=6, end=7, base_end=12)  # again: what remains (base 8 to 12) in 1 step
+    schedule.compress(now=6, end=7)  # again: what remains (base 8 to 12) in 1 step
     assert float(schedule.base_step(7)) == 12
     assert float(schedule(7)) == pytest.approx(0.01)  # the schedule's end value
     with pytest.raises(ValueError, match="end step 6 must come after step 6"):
-        schedule.compress(now=6, end=6, base_end=12)
+        schedule.compress(now=6, end=6)
+
+
+@pytest.mark.parametrize("name", ["onecycle", "cosine", "step", "exponential"])
+def test_a_stretchable_schedule_runs_the_rates_of_the_fits_own_and_compresses_the_same(name):
+    """Built over SCHEDULE_STEPS of its own, its length a variable (one compiled step for members of any
+    epochs): the rates of the schedule built for the fit, step by step, and compressed, the same end."""
+    from mnist99.training.optimizers import Compressible, build_optimizer
+
+    cfg = load_config([], [f"train.schedule.name={name}", "train.schedule.step_every=2"]).train
+    steps_per_epoch, epochs = 100, 5
+    own = build_optimizer(cfg.optimizer, cfg.schedule, steps_per_epoch, epochs)._learning_rate
+    stretched = build_optimizer(cfg.optimizer, cfg.schedule, steps_per_epoch, epochs, stretchable=True)._learning_rate
+    assert isinstance(stretched, Compressible) and not isinstance(own, Compressible)
+    # steps next to a warm-up's end or a step boundary may land either side of it: compare away from those
+    steps = [0, 5, 20, 100, 150, 250, 350, 450, 499]
+    assert [float(stretched(s)) for s in steps] == pytest.approx([float(own(s)) for s in steps], rel=1e-4)
+    stretched.compress(now=100, end=200)  # the last 400 steps in 100
+    assert float(stretched(200)) == pytest.approx(float(own(500)), rel=1e-4)
 
 
 def test_a_deadline_that_fits_fewer_epochs_compresses_the_schedule_so_the_fit_still_ends_on_its_last_rate(capsys):

@@ -180,7 +180,6 @@ class BudgetDeadline(keras.callbacks.Callback):
         self._last_steps: int | None = None  # the steps of a last epoch that runs partway; None: whole
         self._epoch = 0
         self._first_steps, self._first_validation = FirstBatches(), FirstBatches()  # the fit's first epoch's
-        self._base_end: float | None = None  # the schedule's own last step, in its uncompressed steps
         self._schedule: Compressible | None = None
         self._original = self._optimizer = None
 
@@ -195,15 +194,15 @@ class BudgetDeadline(keras.callbacks.Callback):
         # public getter for a schedule (``learning_rate`` is its current value).
         self._optimizer = getattr(self.model.optimizer, "inner_optimizer", self.model.optimizer)
         original = getattr(self._optimizer, "_learning_rate", None)
-        if isinstance(original, LearningRateSchedule):
-            self._original, self._schedule = original, Compressible(original)
+        if isinstance(original, Compressible):  # built stretchable: its warp is already the optimiser's
+            self._original = self._schedule = original
+        elif isinstance(original, LearningRateSchedule):
+            steps = self.params.get("steps")
+            self._original = original
+            self._schedule = Compressible(original, base_steps=self._end * (steps or 0))
             self._optimizer.learning_rate = self._schedule
-            if keras.backend.backend() != "tensorflow":
-                # A stateless backend's compiled step reads only the variables it is handed, the optimiser's
-                # among them: the warp's, tracked there, are read (under JAX, from the next epoch on).
-                # TensorFlow reads them without; tracked there they would be saved with the optimiser.
-                for variable in (self._schedule.pivot, self._schedule.base_at_pivot, self._schedule.rate):
-                    self._optimizer._track_variable(variable)  # Keras has no public way to add one
+            # Under JAX the compiled step reads the warp only when the optimiser holds it (from the next epoch on).
+            self._schedule.track_in(self._optimizer)
 
     def on_epoch_begin(self, epoch: int, logs=None) -> None:
         self._epoch_began, self._epoch = self.clock(), epoch
@@ -259,9 +258,7 @@ class BudgetDeadline(keras.callbacks.Callback):
         fits = done + to_run / steps if steps else fits  # on a step: the epochs the fit runs, exactly
         if self._schedule is not None and steps:
             step = int(keras.ops.convert_to_numpy(self._optimizer.iterations))
-            if self._base_end is None:
-                self._base_end = step + (planned - done) * steps
-            self._schedule.compress(step, step + to_run, self._base_end)
+            self._schedule.compress(step, step + to_run)
             line += f"; the learning-rate schedule now ends after {epochs_text(fits)} epochs"
         if math.ceil(fits) != math.ceil(self._end):  # a tenth more or less within the same last epoch goes unsaid
             print(line, flush=True)

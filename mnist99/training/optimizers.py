@@ -76,44 +76,80 @@ def _onecycle(cfg: ScheduleConfig, lr: float, steps_per_epoch: int, epochs: int)
     return _warm_cosine(cfg, lr, steps_per_epoch * epochs, start=lr / 25.0 if cfg.warmup else lr)
 
 
-def build_optimizer(opt: OptimizerConfig, sched: ScheduleConfig, steps_per_epoch: int, epochs: int):
-    """The optimiser named by ``opt.name`` driven by the schedule named by ``sched.name``."""
+# A stretchable schedule's own length in its own steps, whatever the fit's. Any length would do: at 2**20 a
+# float32 step of it is exact to an eighth, a small fraction of a fit's step for any fit under 2**20 steps.
+SCHEDULE_STEPS = 2**20
+
+
+def build_optimizer(opt: OptimizerConfig, sched: ScheduleConfig, steps_per_epoch: int, epochs: int,
+                    stretchable: bool = False):
+    """The optimiser named by ``opt.name`` driven by the schedule named by ``sched.name``.
+
+    ``stretchable`` builds the schedule over :data:`SCHEDULE_STEPS` of its own and maps the fit's
+    ``steps_per_epoch * epochs`` onto them through the variables of a :class:`Compressible`: the rates are
+    the same, but the fit's length lives in a variable, not in constants of the compiled train step, so
+    members of different epochs compile one program, which a compilation cache then serves to them all
+    (under XLA a train step compiles for seconds; ``benchmarks/gpu.py``'s budgeted members). The warp's
+    variables are tracked by the optimiser on a backend whose compiled step reads only the variables it
+    is handed (JAX); TensorFlow reads them without (tracked there, they would be saved with the optimiser).
+    """
     make_opt = OPTIMIZERS.get(opt.name)
-    lr = SCHEDULES.get(sched.name)(sched, opt.lr, steps_per_epoch, epochs)
+    schedule = SCHEDULES.get(sched.name)
+    lr = schedule(sched, opt.lr, steps_per_epoch, epochs)
+    warp = None
+    if stretchable and isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
+        base = schedule(sched, opt.lr, SCHEDULE_STEPS / epochs, epochs)
+        lr = warp = Compressible(base, SCHEDULE_STEPS, steps=steps_per_epoch * epochs)
     # Options every Keras optimiser takes, set once here rather than in each builder.
     common = dict(clipnorm=opt.clipnorm, use_ema=opt.ema is not None, ema_momentum=opt.ema or 0.99)
-    return make_opt(opt, lr, **common)
+    optimizer = make_opt(opt, lr, **common)
+    if warp is not None:
+        warp.track_in(optimizer)
+    return optimizer
 
 
 class Compressible(keras.optimizers.schedules.LearningRateSchedule):
-    """``base`` as built, until :meth:`compress` makes the rest of it run faster so that it ends sooner.
+    """``base``, a schedule of ``base_steps``, run over ``steps`` (default: as built), until :meth:`compress`
+    makes the rest of it run faster so that it ends sooner.
 
     A budgeted fit whose epochs run slower than planned ends before its planned epochs
     (:class:`mnist99.training.callbacks.BudgetDeadline`); cut there, a one-cycle or step schedule would
     stop before its last, lowest-rate steps. Compressed, the same schedule still reaches its end value
-    at the new last step. The warp lives in variables that the compiled train step reads (TensorFlow
-    backend), so it changes mid-fit without retracing; the fit puts ``base`` back before the model is saved.
+    at the new last step. The warp lives in variables that the compiled train step reads, so it changes
+    mid-fit without retracing (under JAX only when :meth:`track_in` the optimiser, and from the next
+    epoch on); a fit that saves its model puts ``base`` back first (Keras saves no custom schedule).
     """
 
-    def __init__(self, base) -> None:
-        self.base = base
-        # From step ``pivot`` on, step s reads base at ``base_at_pivot + (s - pivot) * rate``.
+    def __init__(self, base, base_steps: float, steps: float | None = None) -> None:
+        self.base, self.base_steps = base, base_steps
+        # Step s reads base at ``s * stretch`` before step ``pivot``, at ``base_at_pivot + (s - pivot) * rate``
+        # from it on: until compressed, the pivot is 0 and the rate the stretch.
+        stretch = base_steps / steps if steps else 1.0
+        self.stretch = keras.Variable(stretch, trainable=False, name="compress_stretch")
         self.pivot = keras.Variable(0.0, trainable=False, name="compress_pivot")
         self.base_at_pivot = keras.Variable(0.0, trainable=False, name="compress_base_at_pivot")
-        self.rate = keras.Variable(1.0, trainable=False, name="compress_rate")
+        self.rate = keras.Variable(stretch, trainable=False, name="compress_rate")
 
     def base_step(self, step):
         step = keras.ops.cast(step, "float32")
-        return keras.ops.where(step < self.pivot, step, self.base_at_pivot + (step - self.pivot) * self.rate)
+        return keras.ops.where(step < self.pivot, step * self.stretch,
+                               self.base_at_pivot + (step - self.pivot) * self.rate)
 
     def __call__(self, step):
         return self.base(self.base_step(step))
 
-    def compress(self, now: int, end: int, base_end: float) -> None:
-        """From step ``now`` on, run the schedule so that its step ``base_end`` falls on step ``end``."""
+    def track_in(self, optimizer) -> None:
+        """Hand the warp's variables to ``optimizer`` when the backend's compiled step reads only those
+        (not TensorFlow's, which reads them anyway and would save them with the optimiser)."""
+        if keras.backend.backend() != "tensorflow":
+            for variable in (self.stretch, self.pivot, self.base_at_pivot, self.rate):
+                optimizer._track_variable(variable)  # Keras has no public way to add one
+
+    def compress(self, now: int, end: int) -> None:
+        """From step ``now`` on, run the rest of the schedule so that its last step falls on step ``end``."""
         if end <= now:
             raise ValueError(f"compress: end step {end} must come after step {now}")
         base_now = float(keras.ops.convert_to_numpy(self.base_step(now)))
         self.pivot.assign(float(now))
         self.base_at_pivot.assign(base_now)
-        self.rate.assign((base_end - base_now) / (end - now))
+        self.rate.assign((self.base_steps - base_now) / (end - now))

@@ -58,18 +58,20 @@ def resolve_data_on_device(setting: str | bool, nbytes: int) -> bool:
 
 
 def compile_model(cfg: Config, steps_per_epoch: int, jit_compile: bool | str | None = None,
-                  model: keras.Model | None = None) -> keras.Model:
+                  model: keras.Model | None = None, stretchable: bool = False) -> keras.Model:
     """Compile ``model`` (default: the configured one, built here) for training: one-hot labels,
     label-smoothed cross-entropy, the configured optimiser and schedule, accuracy.
 
     ``jit_compile`` None follows ``cfg.train.jit_compile`` (see :func:`resolve_jit`). A caller
     passes ``model`` to train a wrapper around the configured net (a
     :class:`mnist99.training.augmented_net.AugmentedNet`); its ``net`` is then compiled too, with the same
-    optimiser, so that the net alone evaluates (and is saved with the optimiser's state).
+    optimiser, so that the net alone evaluates (and is saved with the optimiser's state). ``stretchable``:
+    the schedule's length is a variable, not a constant of the compiled step
+    (:func:`mnist99.training.optimizers.build_optimizer`); for a model that is not saved.
     """
     model = build_model(cfg.model) if model is None else model
     net = net_of(model)
-    optimizer = build_optimizer(cfg.train.optimizer, cfg.train.schedule, steps_per_epoch, cfg.train.epochs)
+    optimizer = build_optimizer(cfg.train.optimizer, cfg.train.schedule, steps_per_epoch, cfg.train.epochs, stretchable)
     if net.dtype_policy.name == "mixed_float16":
         # Keras wraps the optimiser in loss scaling only when the compiled model's own policy is
         # mixed_float16, and a wrapper around the net is float32: without it, float16 gradients
