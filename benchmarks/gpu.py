@@ -131,7 +131,7 @@ def plan_budget(cfg: Config, members: list[Config], data: dict, started: float, 
                 ) -> budget.Plan:
     """The epochs ``cfg.train.budget`` buys each member, planned as ``mnist99 ensemble --budget`` plans
     them (:func:`mnist99.training.budget.plan_job`), from :func:`probe`."""
-    speeds = measure_speeds(members, None, measure=lambda member: probe(member, data, warm_start))
+    speeds = measure_speeds(members, lambda member: probe(member, data, warm_start))
     counts = {"train": len(data["y_train"]), "val": len(data["y_val"]), "test": len(data["x_test"])}
     plan = budget.plan_job(cfg, members, speeds, counts, started, ensemble_size=len(members))
     print(f"gpu.py: {budget.plan_line(plan, started)}", flush=True)

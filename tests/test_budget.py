@@ -433,7 +433,7 @@ def test_step_clock_times_the_steps_after_the_first_ones_on_its_clock():
     assert short.skipped == 2 and short.step_seconds == pytest.approx(0.25)
 
 
-def fake_speeds(cfgs, splits, clock=time.time):
+def fake_speeds(cfgs, measure):
     return [Speed(step_seconds=0.01, start_seconds=1.0, image_seconds=0.0001, epoch_seconds=0.1) for _ in cfgs]
 
 
@@ -658,3 +658,19 @@ def test_the_schedule_stretches_back_when_the_epochs_speed_up_again(capsys):
             "epochs") in printed and "budget: 8 epochs fit, not 7" in printed
     assert float(guard._schedule.base_step(32)) == pytest.approx(32)  # the schedule's own end, on time
     assert rates[-1] > float(base(32))  # and not past it
+
+
+def test_members_that_differ_only_in_seed_and_epochs_share_one_probe():
+    from mnist99.training.probe import measure_speeds
+
+    timed = []
+
+    def measure(cfg):
+        timed.append(cfg)
+        return Speed(step_seconds=0.01 * len(timed), start_seconds=1.0, image_seconds=0.0001, epoch_seconds=0.1)
+
+    members = [load_config(None, [f"seed={seed}", f"train.epochs={epochs}"]) for seed, epochs in ((1, 9), (2, 12))]
+    members.append(load_config(None, ["seed=3", "model.width=40"]))
+    speeds = measure_speeds(members, measure)
+    assert [cfg.seed for cfg in timed] == [1, 3]  # the second member's net is the first's: not timed again
+    assert speeds[0] is speeds[1] and speeds[2].step_seconds == 0.02

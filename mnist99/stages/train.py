@@ -48,10 +48,10 @@ def plan_budget(cfg: Config, to_train: Sequence[Config], splits: Splits, started
         plan = Plan.from_dict(found[1])
         print(f"{stage}: {budget.reused_line(plan, found[0], noun)}", flush=True)
         return plan, key
-    from mnist99.training.probe import measure_speeds
+    from mnist99.training.probe import measure_speed, measure_speeds
 
-    plan = budget.plan_job(cfg, to_train, measure_speeds(to_train, splits, clock), splits.counts(), started,
-                           ensemble_size, robust_images(cfg), clock)
+    speeds = measure_speeds(to_train, lambda member: measure_speed(member, splits, clock))
+    plan = budget.plan_job(cfg, to_train, speeds, splits.counts(), started, ensemble_size, robust_images(cfg), clock)
     print(f"{stage}: {budget.plan_line(plan, started, noun)}", flush=True)
     return plan, key
 

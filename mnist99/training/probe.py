@@ -69,10 +69,9 @@ def time_fit(cfg: Config, model, train: Callable[[int], tuple[dict, int]], valid
                  epoch_seconds=max(beyond, 0.0))
 
 
-def measure_speeds(cfgs: Sequence[Config], splits: Splits | None, clock: Clock = time.time,
-                   measure: Callable[[Config], Speed] | None = None) -> list[Speed]:
-    """One :class:`Speed` per config; configs that differ only in seed and epochs share one probe.
-    ``measure`` times one config (default: :func:`measure_speed` on ``splits``)."""
+def measure_speeds(cfgs: Sequence[Config], measure: Callable[[Config], Speed]) -> list[Speed]:
+    """One :class:`Speed` per config, from ``measure`` (e.g. :func:`measure_speed` on the job's splits);
+    configs that differ only in seed and epochs share one probe."""
     from mnist99.config import to_yaml
 
     measured: dict[str, Speed] = {}
@@ -82,6 +81,6 @@ def measure_speeds(cfgs: Sequence[Config], splits: Splits | None, clock: Clock =
         shape.seed, shape.train.epochs = 0, 1
         key = to_yaml(shape)
         if key not in measured:
-            measured[key] = measure(cfg) if measure else measure_speed(cfg, splits, clock)
+            measured[key] = measure(cfg)
         speeds.append(measured[key])
     return speeds
