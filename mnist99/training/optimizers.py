@@ -88,8 +88,9 @@ def build_optimizer(opt: OptimizerConfig, sched: ScheduleConfig, steps_per_epoch
     ``stretchable`` builds the schedule over :data:`SCHEDULE_STEPS` of its own and maps the fit's
     ``steps_per_epoch * epochs`` onto them through the variables of a :class:`Compressible`: the rates are
     the same, but the fit's length lives in a variable, not in constants of the compiled train step, so
-    members of different epochs compile one program, which a compilation cache then serves to them all
-    (under XLA a train step compiles for seconds; ``benchmarks/gpu.py``'s budgeted members). The warp's
+    members of different epochs compile one program (one-cycle, cosine; a step schedule's count of steps
+    still depends on the epochs), which a compilation cache then serves to them all (under XLA a train
+    step compiles for seconds; ``benchmarks/gpu.py``'s budgeted members). The warp's
     variables are tracked by the optimiser on a backend whose compiled step reads only the variables it
     is handed (JAX); TensorFlow reads them without (tracked there, they would be saved with the optimiser).
     """
