@@ -51,7 +51,7 @@ from mnist99.errors import ConfigError
 from mnist99.models import build_model
 from mnist99.reports.metrics import accuracy
 from mnist99.training import budget
-from mnist99.training.augmented_net import build_augmented_net
+from mnist99.training.augmented_net import build_augmented_net, net_of
 from mnist99.training.callbacks import BudgetDeadline
 from mnist99.training.devices import device_name
 from mnist99.training.probe import TIMED_EVAL_BATCHES, measure_speeds, time_fit
@@ -99,8 +99,9 @@ def probe(cfg: Config, data: dict, warm_start: bool = False) -> budget.Speed:
 
     ``warm_start``: compiled programs are cached (JAX's compilation cache), so every member finds the
     probe's: the probe's first epoch also ends on a partial batch and validates on a full and a partial
-    one as members' epochs do (each shape compiles a program of its own), and the start it reports is
-    that of a second net built, traced and fitted on those batches, which is what each member pays."""
+    one as members' epochs do, and its net predicts the batches that score a member (each shape
+    compiles a program of its own); the start it reports is that of a second net built, traced,
+    fitted and predicting on those batches, which is what each member pays."""
     began = time.time()
     wrapped, x, x_val, _ = build_member(cfg, data, stretchable=True)
     batch, y, y_val = cfg.train.batch_size, data["y_train"], data["y_val"]
@@ -119,11 +120,17 @@ def probe(cfg: Config, data: dict, warm_start: bool = False) -> budget.Speed:
                      {"x": x_val[:n_eval], "y": y_val[:n_eval], "batch_size": EVAL_BATCH}, n_eval, n_val, began)
     if not warm_start:
         return speed
+    scoring = [images[:EVAL_BATCH + len(images) % EVAL_BATCH] for images in (data["x_val"], data["x_test"])]
+    for images in scoring:  # a member's scoring (main): a full batch, then its split's last one
+        net_of(wrapped).predict(images, batch_size=EVAL_BATCH, verbose=0)
     began = time.time()
     wrapped, x, x_val, _ = build_member(cfg, data, stretchable=True)
     n = min(batch + tail, len(x))
     wrapped.fit(x[:n], y[:n], batch_size=batch, validation_data=(x_val[:n_val], y_val[:n_val]), verbose=0, shuffle=False)
-    start = time.time() - began - math.ceil(n / batch) * speed.step_seconds - n_val * speed.image_seconds
+    for images in scoring:
+        net_of(wrapped).predict(images, batch_size=EVAL_BATCH, verbose=0)
+    images = n_val + sum(map(len, scoring))
+    start = time.time() - began - math.ceil(n / batch) * speed.step_seconds - images * speed.image_seconds
     return dataclasses.replace(speed, start_seconds=max(start, 0.0))
 
 

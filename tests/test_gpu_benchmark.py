@@ -120,8 +120,8 @@ def test_a_deadline_compresses_the_schedule_under_jax_too():
 @pytest.mark.slow
 def test_a_budgets_probe_compiles_every_step_its_members_run_whatever_their_epochs(tmp_path):
     """Under JAX, with a compilation cache: the probe's net and members of other epochs (stretchable
-    schedules) compile one set of train and test steps, so the members compile none, and the probe's
-    warm start (a second net) is far below its own cold one."""
+    schedules) compile one set of train, test and predict steps, so the members compile none, and the
+    probe's warm start (a second net) is far below its own cold one."""
     code = (
         "import os, sys, time, jax, numpy as np\n"
         f"jax.config.update('jax_compilation_cache_dir', {str(tmp_path)!r})\n"
@@ -129,20 +129,24 @@ def test_a_budgets_probe_compiles_every_step_its_members_run_whatever_their_epoc
         "sys.path.insert(0, 'benchmarks')\n"
         "import gpu\n"
         "from mnist99.config import load_config\n"
-        "steps = lambda: sorted(f for f in os.listdir(sys.argv[1]) if f.startswith(('jit_train_step', 'jit_test_step')))\n"
+        "steps = lambda: sorted(f for f in os.listdir(sys.argv[1]) if f.split('-')[0].endswith('_step'))\n"
         "rng = np.random.default_rng(0)\n"
         "images, y = rng.integers(0, 256, (2200, 28, 28), dtype=np.uint8), np.eye(10)[rng.integers(0, 10, 2200)]\n"
         "x = images.astype('float32')[..., None] / 255\n"  # 31 batches of 64 and one of 16; validation: 3 and 8
-        "data = {'images': images, 'x_train': x[:2000], 'y_train': y[:2000], 'x_val': x[2000:], 'y_val': y[2000:]}\n"
+        "data = {'images': images, 'x_train': x[:2000], 'y_train': y[:2000], 'x_val': x[2000:], 'y_val': y[2000:],\n"
+        "        'x_test': x[:1100]}\n"
         "cfg = load_config(['configs/smoke.yaml'], ['train.epochs=24'])\n"
         "cold = gpu.probe(cfg, data).start_seconds\n"
         "warm = gpu.probe(cfg, data, warm_start=True).start_seconds; compiled = steps()\n"
         "for seed, epochs in [(1, 3), (2, 5)]:\n"
         "    member = cfg.model_copy(deep=True); member.seed, member.train.epochs = seed, epochs\n"
-        "    gpu.train_member(member, data, 0, stretchable=True)\n"
+        "    net, _ = gpu.train_member(member, data, 0, stretchable=True)\n"
+        "    [net.predict(data[split], batch_size=512, verbose=0) for split in ('x_val', 'x_test')]  # as main scores it\n"
         "print(len(compiled), steps() == compiled, cold, warm)\n"
     )
     count, same, cold, warm = run_under_jax(["-c", code, str(tmp_path)]).stdout.split()[-4:]
-    assert int(count) == 5  # train: full and partial batch; test: the probe's batch, validation's full and partial
+    # train: a full and a partial batch; test: the probe's batch, validation's full and partial; predict: the
+    # validation split's one batch (200), the test split's full and partial (512, 76)
+    assert int(count) == 8
     assert same == "True"  # the members compiled nothing more
     assert float(warm) < float(cold) / 3
