@@ -71,7 +71,7 @@ def build_member(cfg: Config, data: dict, stretchable: bool = False) -> tuple[ke
     n_train = len(data["y_train"])
     # With the images on the device the wrapped model takes indices: train ones, then validation ones.
     x, x_val = (np.arange(n_train), np.arange(n_train, len(images))) if on_device else (data["x_train"], data["x_val"])
-    steps = math.ceil(n_train / cfg.train.batch_size)  # fit's
+    steps = math.ceil(n_train / cfg.train.batch_size)  # fit's steps an epoch
     compile_model(cfg, steps, jit_compile=True, model=wrapped, stretchable=stretchable)
     return wrapped, x, x_val, on_device
 
@@ -121,14 +121,17 @@ def probe(cfg: Config, data: dict, warm_start: bool = False) -> budget.Speed:
     if not warm_start:
         return speed
     scoring = [images[:EVAL_BATCH + len(images) % EVAL_BATCH] for images in (data["x_val"], data["x_test"])]
-    for images in scoring:  # a member's scoring (main): a full batch, then its split's last one
-        net_of(wrapped).predict(images, batch_size=EVAL_BATCH, verbose=0)
+
+    def score(model: keras.Model) -> None:  # a member's scoring (main): a full batch, then its split's last one
+        for images in scoring:
+            net_of(model).predict(images, batch_size=EVAL_BATCH, verbose=0)
+
+    score(wrapped)
     began = time.time()
     wrapped, x, x_val, _ = build_member(cfg, data, stretchable=True)
     n = min(batch + tail, len(x))
     wrapped.fit(x[:n], y[:n], batch_size=batch, validation_data=(x_val[:n_val], y_val[:n_val]), verbose=0, shuffle=False)
-    for images in scoring:
-        net_of(wrapped).predict(images, batch_size=EVAL_BATCH, verbose=0)
+    score(wrapped)
     images = n_val + sum(map(len, scoring))
     start = time.time() - began - math.ceil(n / batch) * speed.step_seconds - images * speed.image_seconds
     return dataclasses.replace(speed, start_seconds=max(start, 0.0))
