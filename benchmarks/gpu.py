@@ -54,7 +54,7 @@ from mnist99.training import budget
 from mnist99.training.augmented_net import build_augmented_net, net_of
 from mnist99.training.callbacks import BudgetDeadline
 from mnist99.training.devices import device_name
-from mnist99.training.probe import TIMED_EVAL_BATCHES, measure_speeds, time_fit
+from mnist99.training.probe import measure_speeds, time_fit, timed_images
 from mnist99.training.recipe import compile_model, configure_runtime, resolve_data_on_device, standard_callbacks
 
 
@@ -112,10 +112,9 @@ def probe(cfg: Config, data: dict, warm_start: bool = False) -> budget.Speed:
         n += tail if warm_start and full > steps else 0  # then the partial one, after them
         return {"x": x[:n], "y": y[:n], "batch_size": batch}, math.ceil(n / batch)
 
-    n_val = min(len(x_val), EVAL_BATCH)  # one batch: fit validates at the training batch size
+    n_val, n_eval = timed_images(len(x_val))  # one validation batch: fit validates at the training batch size
     if warm_start:
         n_val = min(len(x_val), batch + len(x_val) % batch)  # a full batch, then a partial one
-    n_eval = min(len(x_val), TIMED_EVAL_BATCHES * EVAL_BATCH)
     speed = time_fit(cfg, wrapped, train, (x_val[:n_val], y_val[:n_val]),
                      {"x": x_val[:n_eval], "y": y_val[:n_eval], "batch_size": EVAL_BATCH}, n_eval, n_val, began)
     if not warm_start:

@@ -218,11 +218,12 @@ class BudgetDeadline(keras.callbacks.Callback):
             self._first_validation.ended(self.clock())
 
     def on_train_batch_end(self, batch: int, logs=None) -> None:
+        now = self.clock()
         if not self._lengths:
-            self._first_steps.ended(self.clock())
+            self._first_steps.ended(now)
         if self._last_steps is not None and self._epoch + 1 == math.ceil(self._end) and batch + 1 >= self._last_steps:
             self.model.stop_training = True  # Keras ends the epoch here and still validates it
-        elif not self.model.stop_training and self.clock() - self._began >= self.allowance:
+        elif not self.model.stop_training and now - self._began >= self.allowance:
             # The time ran out before the planned step: this epoch runs slower than the ones the plan came from.
             steps = self.params.get("steps")
             self.model.stop_training, self.stopped_after = True, self._epoch + ((batch + 1) / steps if steps else 1)

@@ -96,11 +96,10 @@ def build_optimizer(opt: OptimizerConfig, sched: ScheduleConfig, steps_per_epoch
     """
     make_opt = OPTIMIZERS.get(opt.name)
     schedule = SCHEDULES.get(sched.name)
-    lr = schedule(sched, opt.lr, steps_per_epoch, epochs)
+    lr = schedule(sched, opt.lr, SCHEDULE_STEPS / epochs if stretchable else steps_per_epoch, epochs)
     warp = None
     if stretchable and isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
-        base = schedule(sched, opt.lr, SCHEDULE_STEPS / epochs, epochs)
-        lr = warp = Compressible(base, SCHEDULE_STEPS, steps=steps_per_epoch * epochs)
+        lr = warp = Compressible(lr, SCHEDULE_STEPS, steps=steps_per_epoch * epochs)
     # Options every Keras optimiser takes, set once here rather than in each builder.
     common = dict(clipnorm=opt.clipnorm, use_ema=opt.ema is not None, ema_momentum=opt.ema or 0.99)
     optimizer = make_opt(opt, lr, **common)

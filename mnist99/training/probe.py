@@ -32,9 +32,15 @@ def measure_speed(cfg: Config, splits: Splits, clock: Clock = time.time) -> Spee
         taken = setup.train_ds.take(steps)
         return {"x": taken}, int(taken.cardinality())
 
+    val_images, eval_images = timed_images(len(splits.y_val))
     return time_fit(cfg, setup.fitted, train, setup.val_ds.take(1), {"x": setup.val_ds.take(batches)},
-                    eval_images=min(len(splits.y_val), batches * EVAL_BATCH),
-                    val_images=min(len(splits.y_val), EVAL_BATCH), began=began, clock=clock)
+                    eval_images=eval_images, val_images=val_images, began=began, clock=clock)
+
+
+def timed_images(n_val: int) -> tuple[int, int]:
+    """Of ``n_val`` validation images, those of the probe's one validation batch and those of its timed
+    forward passes (:data:`TIMED_EVAL_BATCHES` at the evaluation batch): one rule for every probe."""
+    return min(n_val, EVAL_BATCH), min(n_val, TIMED_EVAL_BATCHES * EVAL_BATCH)
 
 
 def time_fit(cfg: Config, model, train: Callable[[int], tuple[dict, int]], validation, evaluation: dict,
