@@ -52,6 +52,7 @@ from mnist99.models import build_model
 from mnist99.reports.metrics import accuracy
 from mnist99.training import budget
 from mnist99.training.augmented_net import build_augmented_net, net_of
+from mnist99.training.batchnorm import refresh_statistics
 from mnist99.training.callbacks import BudgetDeadline
 from mnist99.training.devices import device_name
 from mnist99.training.probe import measure_speeds, time_fit, timed_images
@@ -86,10 +87,12 @@ def train_member(cfg: Config, data: dict, every_steps: int, extra: Sequence[kera
                           validation_data=(x_val, data["y_val"]), callbacks=standard_callbacks(cfg, to99, *extra),
                           verbose=cfg.train.verbose)
     seconds = time.perf_counter() - start
+    n_train = len(data["y_train"])
+    refresh_statistics(wrapped.net, data["images"][:n_train], cfg.train.batchnorm_refresh, cfg.train.batch_size, cfg.seed)
     epochs = len(history.epoch)
     return wrapped.net, {**timing(to99), "train_seconds": seconds, "epochs_run": epochs,
                          "data_on_device": on_device,
-                         "train_images_per_second": len(data["y_train"]) * epochs / seconds}
+                         "train_images_per_second": n_train * epochs / seconds}
 
 
 def probe(cfg: Config, data: dict, warm_start: bool = False) -> budget.Speed:

@@ -254,6 +254,9 @@ class TrainConfig(Section):
     optimizer: OptimizerConfig
     schedule: ScheduleConfig
     early_stopping: EarlyStoppingConfig
+    # batches of clean training digits that recompute BatchNorm's statistics for the kept weights after the
+    # fit (mnist99.training.batchnorm); 0: off
+    batchnorm_refresh: int = Field(ge=0, le=100000)
     deterministic: bool  # TF op determinism: reproducible bits, slower
     # true: mixed_float16 (GPUs); bfloat16: mixed_bfloat16 (CPUs with AVX512-BF16/AMX); the softmax stays
     # float32 either way

@@ -338,7 +338,11 @@ def test_costs_add_up_from_the_measured_speed():
     speed = Speed(step_seconds=0.04, start_seconds=4.0, image_seconds=0.0001, epoch_seconds=0.5)
     cost = budget.member_cost(speed, train, train_images=55_000, val_images=5_000, test_images=10_000)
     assert cost.epoch == pytest.approx(429 * 0.04 + 0.5 + 0.5 + train.budget_overhead.epoch)
-    assert cost.fixed == pytest.approx(4.0 + 1.5 + train.budget_overhead.member)
+    assert cost.fixed == pytest.approx(4.0 + 1.5 + train.batchnorm_refresh * 0.04 + train.budget_overhead.member)
+    refreshed = budget.member_cost(speed, train.model_copy(update={"batchnorm_refresh": 50}), 55_000, 5_000, 10_000)
+    assert refreshed.fixed == pytest.approx(4.0 + 1.5 + 50 * 0.04 + train.budget_overhead.member)  # batches as steps
+    few = budget.member_cost(speed, train.model_copy(update={"batchnorm_refresh": 50}), 1_280, 5_000, 10_000)
+    assert few.fixed == pytest.approx(4.0 + 1.5 + 10 * 0.04 + train.budget_overhead.member)  # no more than it has
     assert budget.after_members_seconds([0.0001] * 3, 5_000, 10_000, 20) == pytest.approx(3 * 3.5 + 20)
     assert budget.after_members_seconds([], 5_000, 10_000, 20) == 0.0
     # the evaluation pack's robustness table: its 2,000 digits clean and under 19 corruptions, through the ensemble

@@ -90,6 +90,24 @@ def test_gpu_benchmark_fits_a_budget_under_jax(tmp_path):
 
 
 @pytest.mark.slow
+def test_the_batchnorm_refresh_sets_the_statistics_under_jax_too():
+    """gpu.py's members refresh their BatchNorm statistics as mnist99's do: eager training-mode calls whose
+    moving averages JAX keeps (the mean of a constant image's batches is that image's value)."""
+    code = (
+        "import keras, numpy as np\n"
+        "from mnist99.training.batchnorm import refresh_statistics\n"
+        "inputs = keras.Input((28, 28, 1))\n"
+        "bn = keras.layers.BatchNormalization(momentum=0.9)\n"
+        "net = keras.Model(inputs, bn(inputs))\n"
+        "images = np.full((64, 28, 28), 51, 'uint8')\n"
+        "print(keras.config.backend(), refresh_statistics(net, images, 3, 16, 0), bn.momentum,\n"
+        "      float(keras.ops.convert_to_numpy(bn.moving_mean)[0]))\n"
+    )
+    backend, batches, momentum, mean = run_under_jax(["-c", code]).stdout.split()[-4:]
+    assert (backend, batches, momentum) == ("jax", "3", "0.9") and float(mean) == pytest.approx(0.2)
+
+
+@pytest.mark.slow
 def test_a_deadline_compresses_the_schedule_under_jax_too():
     """JAX's compiled step reads only the variables it is handed: the warp's are tracked by the optimiser,
     so a fit that fits fewer epochs still runs the schedule's last rates (the weight sums the rates used)."""

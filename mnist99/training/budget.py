@@ -5,7 +5,8 @@ of a fit), with the clock passed in, so tests drive it without waiting. The stag
 the plan on their run and reuse it on a rerun (:mod:`mnist99.tracking.plans`).
 
 A member costs ``fixed + epochs x epoch`` seconds: an epoch is its training steps plus a validation
-pass; ``fixed`` is its start (building, compiling, tracing: timed), its final evaluation on the
+pass; ``fixed`` is its start (building, compiling, tracing: timed), the refresh of its BatchNorm
+statistics (``train.batchnorm_refresh`` batches, priced as training steps), its final evaluation on the
 validation and test splits (forward passes: timed) and saving and logging it (an allowance,
 ``train.budget_overhead.member``); an epoch also pays its own start (timed) and its backup and
 MLflow metrics (``train.budget_overhead.epoch``). After the members an ensemble job predicts every member on the
@@ -83,12 +84,15 @@ class MemberCost:
 
 def member_cost(speed: Speed, train: TrainConfig, train_images: int, val_images: int, test_images: int) -> MemberCost:
     """One member's cost: epochs of training steps (the last partial batch dropped), a validation pass
-    and ``train.budget_overhead.epoch``; a start, a final evaluation on validation and test, and
-    ``train.budget_overhead.member``."""
+    and ``train.budget_overhead.epoch``; a start, the BatchNorm refresh, a final evaluation on validation
+    and test, and ``train.budget_overhead.member``."""
     steps = max(train_images // train.batch_size, 1)
     overhead = train.budget_overhead
     epoch = steps * speed.step_seconds + val_images * speed.image_seconds + speed.epoch_seconds + overhead.epoch
-    fixed = speed.start_seconds + (val_images + test_images) * speed.image_seconds + overhead.member
+    # The BatchNorm refresh's batches (mnist99.training.batchnorm) are forward passes in training mode, run
+    # eagerly: priced as training steps.
+    refresh = min(train.batchnorm_refresh, train_images // train.batch_size) * speed.step_seconds
+    fixed = speed.start_seconds + (val_images + test_images) * speed.image_seconds + refresh + overhead.member
     return MemberCost(epoch, fixed, speed.start_seconds)
 
 

@@ -16,6 +16,7 @@ from mnist99.data.augment import build_augmenter
 from mnist99.data.batches import make_dataset, make_index_dataset
 from mnist99.models import build_model
 from mnist99.training.augmented_net import build_augmented_net
+from mnist99.training.batchnorm import refresh_statistics
 from mnist99.training.callbacks import AtomicBackupAndRestore, EpochLine, TimeToAccuracy
 from mnist99.training.devices import gpu_names
 from mnist99.training.recipe import compile_model, configure_runtime, resolve_data_on_device, standard_callbacks
@@ -115,6 +116,8 @@ def train_model(cfg: Config, splits: Splits, callbacks: list[keras.callbacks.Cal
     history = wrapped.fit(setup.train_ds, validation_data=setup.val_ds, epochs=tcfg.epochs, callbacks=cbs,
                           verbose=int(tcfg.verbose == 1), shuffle=False)  # tf.data shuffles
     train_seconds = time.perf_counter() - start
+    if tcfg.batchnorm_refresh:  # the kept weights' own statistics, before anything scores them
+        refresh_statistics(model, splits.x_train, tcfg.batchnorm_refresh, tcfg.batch_size, cfg.seed)
     hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
     val_loss, val_acc = model.evaluate(make_dataset(splits.x_val, splits.y_val, EVAL_BATCH), verbose=0)
     test_loss, test_acc = model.evaluate(make_dataset(splits.x_test, splits.y_test, EVAL_BATCH), verbose=0)

@@ -1,0 +1,48 @@
+"""BatchNorm statistics recomputed for the weights a fit keeps, on the digits they will score.
+
+A BatchNorm layer normalises by moving averages of its inputs' mean and variance, gathered during training
+from the raw weights' forward passes over augmented digits. The weights a fit keeps are others (the
+optimiser's moving average of the weights, ``train.optimizer.ema``, at early stopping's best epoch), and
+they score clean digits. ``train.batchnorm_refresh`` batches of clean training digits through the kept
+net in training mode make the statistics theirs. Keras has no such pass; PyTorch's
+``torch.optim.swa_utils.update_bn`` is the same idea for weight averages: a cumulative mean over the
+batches (each layer's momentum set to ``k / (k + 1)`` for the k-th batch), not a moving one, so every
+batch counts alike and the old statistics count for nothing.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import keras
+import numpy as np
+
+from mnist99.data.model_input import to_model_input
+
+
+def batchnorm_layers(layer: keras.layers.Layer) -> Iterator[keras.layers.BatchNormalization]:
+    """The BatchNormalization layers in ``layer`` and the models nested in it."""
+    if isinstance(layer, keras.layers.BatchNormalization):
+        yield layer
+    for inner in getattr(layer, "layers", []):
+        yield from batchnorm_layers(inner)
+
+
+def refresh_statistics(net: keras.Model, images: np.ndarray, batches: int, batch_size: int, seed: int) -> int:
+    """Replace the moving mean and variance of every BatchNorm layer of ``net`` by their mean over
+    ``batches`` batches of ``batch_size`` of ``images`` (uint8 digits, drawn without replacement by
+    ``seed``; fewer batches if they run out). The weights are untouched; Dropout, active in training
+    mode, acts after the last BatchNorm layer of mnist99's nets. Returns the batches run (0: no
+    BatchNorm layer, nothing run)."""
+    layers = list(batchnorm_layers(net))
+    batches = min(batches, len(images) // batch_size) if layers else 0
+    order = np.random.default_rng(seed).permutation(len(images))[: batches * batch_size]
+    momenta = [layer.momentum for layer in layers]
+    try:
+        for k in range(batches):
+            for layer in layers:
+                layer.momentum = k / (k + 1.0)  # 0 first: the old statistics are replaced, not blended
+            net(to_model_input(images[order[k * batch_size:(k + 1) * batch_size]]), training=True)
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum  # saved with the model's config
+    return batches
