@@ -67,13 +67,14 @@ def robust_images(cfg: Config) -> int:
 def finish_timer(cfg: Config, splits: Splits, label: str, members_after: int = 0, ensemble_size: int = 0,
                  clock: Clock = time.time):
     """A callback for a job without a budget: once the member's first steps are timed it prints how long
-    the member takes and when the job will end, and again after an epoch whose measured length moves that
-    finish by a minute and a tenth of the time left (``label`` names the member; see :func:`plan_budget`
+    the member takes and when the job will end, and again when the mean length of its epochs so far (after
+    the first) moves that finish by a minute and a tenth of the time left (``label`` names the member; see :func:`plan_budget`
     for ``ensemble_size``)."""
     from mnist99.training.callbacks import StepClock
 
     started = clock()
     shown: dict = {}  # the estimate last printed: cost, finish, and what follows this member
+    measured: list[float] = []  # the epochs' lengths after the fit's first
 
     def report(timer: StepClock) -> None:
         speed = budget.Speed.from_steps(timer.step_seconds, timer.warm_at - started - timer.skipped * timer.step_seconds,
@@ -91,7 +92,9 @@ def finish_timer(cfg: Config, splits: Splits, label: str, members_after: int = 0
         if not shown:
             return
         now = clock()
-        cost, finish = budget.revised_finish(shown["cost"], seconds, cfg.train.epochs, cfg.train.epochs - epoch - 1,
+        measured.append(seconds)  # their mean: one slow or fast epoch (26-37 s on 2 cores) moves no estimate
+        mean = sum(measured) / len(measured)
+        cost, finish = budget.revised_finish(shown["cost"], mean, cfg.train.epochs, cfg.train.epochs - epoch - 1,
                                              members_after, shown["after"], now)
         if budget.worth_revising(shown["finish"], finish, now):
             shown.update(cost=cost, finish=finish)
