@@ -31,6 +31,12 @@ def batchnorm_layers(layer: keras.layers.Layer) -> Iterator[keras.layers.BatchNo
         yield from batchnorm_layers(inner)
 
 
+def refresh_batches(batches: int, images: int, batch_size: int) -> int:
+    """The batches a refresh of ``batches`` runs on ``images`` digits: no more than they fill (a budget prices
+    these, :func:`mnist99.training.budget.member_cost`)."""
+    return min(batches, images // batch_size)
+
+
 def refresh_statistics(net: keras.Model, images: np.ndarray, batches: int, batch_size: int, seed: int) -> int:
     """Replace the moving mean and variance of every BatchNorm layer of ``net`` by their mean over
     ``batches`` batches of ``batch_size`` of ``images`` (uint8 digits, drawn without replacement by
@@ -38,7 +44,7 @@ def refresh_statistics(net: keras.Model, images: np.ndarray, batches: int, batch
     mode, acts after the last BatchNorm layer of mnist99's nets. Returns the batches run (0: no
     BatchNorm layer, nothing run)."""
     layers = list(batchnorm_layers(net))
-    batches = min(batches, len(images) // batch_size) if layers else 0
+    batches = refresh_batches(batches, len(images), batch_size) if layers else 0
     order = np.random.default_rng(seed).permutation(len(images))[: batches * batch_size]
     momenta = [layer.momentum for layer in layers]
     try:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from mnist99.config import Config, TrainConfig
 from mnist99.durations import format_duration
 from mnist99.errors import ConfigError
+from mnist99.training.batchnorm import refresh_batches
 
 # The job is planned to end at 95% of its budget: the rest absorbs the timing's error (steps on a
 # busy machine, allowances).
@@ -91,7 +92,7 @@ def member_cost(speed: Speed, train: TrainConfig, train_images: int, val_images:
     epoch = steps * speed.step_seconds + val_images * speed.image_seconds + speed.epoch_seconds + overhead.epoch
     # The BatchNorm refresh's batches (mnist99.training.batchnorm) are forward passes in training mode, run
     # eagerly: priced as training steps.
-    refresh = min(train.batchnorm_refresh, train_images // train.batch_size) * speed.step_seconds
+    refresh = refresh_batches(train.batchnorm_refresh, train_images, train.batch_size) * speed.step_seconds
     fixed = speed.start_seconds + (val_images + test_images) * speed.image_seconds + refresh + overhead.member
     return MemberCost(epoch, fixed, speed.start_seconds)
 
