@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from mnist99.config import Config, TrainConfig
 from mnist99.durations import format_duration
 from mnist99.errors import ConfigError
-from mnist99.training.batchnorm import refresh_batches
 
 # The job is planned to end at 95% of its budget: the rest absorbs the timing's error (steps on a
 # busy machine, allowances).
@@ -91,7 +90,10 @@ def member_cost(speed: Speed, train: TrainConfig, train_images: int, val_images:
     overhead = train.budget_overhead
     epoch = steps * speed.step_seconds + val_images * speed.image_seconds + speed.epoch_seconds + overhead.epoch
     # The BatchNorm refresh's batches (mnist99.training.batchnorm) are forward passes in training mode, run
-    # eagerly: priced as training steps.
+    # eagerly: priced as training steps. Imported here: that module imports Keras, which this pure arithmetic
+    # must not load at start-up (the console silences TensorFlow's logs before TensorFlow is imported).
+    from mnist99.training.batchnorm import refresh_batches
+
     refresh = refresh_batches(train.batchnorm_refresh, train_images, train.batch_size) * speed.step_seconds
     fixed = speed.start_seconds + (val_images + test_images) * speed.image_seconds + refresh + overhead.member
     return MemberCost(epoch, fixed, speed.start_seconds)
