@@ -347,7 +347,21 @@ def test_costs_add_up_from_the_measured_speed():
     assert budget.after_members_seconds([], 5_000, 10_000, 20) == 0.0
     # the evaluation pack's robustness table: its 2,000 digits clean and under 19 corruptions, through the ensemble
     assert budget.after_members_seconds([0.0001] * 3, 5_000, 10_000, 20, robust_images=40_000) == pytest.approx(3 * 7.5 + 20)
+    # test-time shifts: every digit after the members passes through each member once more per shift
+    assert budget.after_members_seconds([0.0001] * 3, 5_000, 10_000, 20, views=5) == pytest.approx(5 * 3 * 3.5 + 20)
     assert Speed.from_steps(0.03, 2.0, batch_size=100).image_seconds == pytest.approx(0.0001)
+
+
+def test_a_plan_prices_the_test_time_shifts_of_the_members_it_scores():
+    plain = load_config(None, ["train.budget=10m"])
+    shifted = load_config(None, ["train.budget=10m", "ensemble.tta_shifts=[[0,1],[0,-1],[1,0],[-1,0]]"])
+    assert budget.tta_views(plain) == 1 and budget.tta_views(shifted) == 5
+    speed = Speed(step_seconds=0.04, start_seconds=4.0, image_seconds=0.0001, epoch_seconds=0.5)
+    counts = {"train": 55_000, "val": 5_000, "test": 10_000}
+    plans = [budget.plan_job(cfg, [cfg] * 3, [speed] * 3, counts, started=0.0, ensemble_size=3, clock=lambda: 0.0)
+             for cfg in (plain, shifted)]
+    assert plans[1].after_seconds - plans[0].after_seconds == pytest.approx(4 * 3 * 3.5)  # 4 more passes of 35,000
+    assert plans[1].expected_seconds <= 0.95 * 600 and sum(plans[1].epochs) <= sum(plans[0].epochs)
 
 
 def test_the_robustness_tables_digits_count_only_when_the_evaluation_pack_makes_one():

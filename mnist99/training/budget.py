@@ -11,8 +11,8 @@ validation and test splits (forward passes: timed) and saving and logging it (an
 ``train.budget_overhead.member``); an epoch also pays its own start (timed) and its backup and
 MLflow metrics (``train.budget_overhead.epoch``). After the members an ensemble job predicts every member on the
 validation and test splits, then the evaluation pack predicts the test split through the ensemble
-and each member again (timed forward passes), then combines, draws and exports
-(``train.budget_overhead.job``).
+and each member again (timed forward passes; with ``ensemble.tta_shifts``, once more for each shift),
+then combines, draws and exports (``train.budget_overhead.job``).
 """
 from __future__ import annotations
 
@@ -100,14 +100,21 @@ def member_cost(speed: Speed, train: TrainConfig, train_images: int, val_images:
 
 
 def after_members_seconds(image_seconds: Sequence[float], val_images: int, test_images: int, overhead: float,
-                          robust_images: int = 0) -> float:
+                          robust_images: int = 0, views: int = 1) -> float:
     """Seconds an ensemble job takes after its members (each member's ``image_seconds``; none: one model,
     0 s): scoring each member on validation and test, the evaluation pack's test predictions through
     the ensemble and through each member, its robustness table's ``robust_images`` (clean and corrupted
-    digits) through the ensemble, and ``overhead`` for combining, figures and the export."""
+    digits) through the ensemble, and ``overhead`` for combining, figures and the export. Each of those
+    digits passes through a member ``views`` times (:func:`tta_views`)."""
     if not image_seconds:
         return 0.0
-    return sum(image_seconds) * (val_images + 3 * test_images + robust_images) + overhead
+    return sum(image_seconds) * views * (val_images + 3 * test_images + robust_images) + overhead
+
+
+def tta_views(cfg: Config) -> int:
+    """Passes a digit makes through each member once the members are in the ensemble: the digit itself
+    and each of ``ensemble.tta_shifts`` (the ensemble stage scores the members as they are exported)."""
+    return 1 + len(cfg.ensemble.tta_shifts)
 
 
 @dataclass(frozen=True)
@@ -255,7 +262,7 @@ def plan_job(cfg: Config, to_train: Sequence[Config], speeds: Sequence[Speed], c
     def after(trained: int) -> float:  # the ensemble's members: those reused and ``trained`` of those to train
         members = [image_seconds] * (reused + trained) if ensemble_size else []
         return after_members_seconds(members, counts["val"], counts["test"], cfg.train.budget_overhead.job,
-                                     robust_images)
+                                     robust_images, tta_views(cfg))
 
     return plan_members(cfg.train.budget, costs, after, cfg.train.budget_max_epochs, cfg.train.budget_min_epochs,
                         started, clock)
