@@ -292,12 +292,22 @@ class ClaimConfig(Section):
         return self
 
 
+# A (dy, dx) pixel shift averaged at test time besides the digit itself (delivery.ensemble.shift_averaged)
+Shift = tuple[Annotated[int, Field(ge=-4, le=4)], Annotated[int, Field(ge=-4, le=4)]]
+
+
 class EnsembleConfig(Section):
     size: int = Field(ge=1, le=50)
     members: list[MemberConfig]  # empty: seeds seed, seed+1, ...
     weighting: Literal["mean", "val_accuracy"]
-    # (dy, dx) pixel shifts averaged at test time besides the digit itself (delivery.ensemble.shift_averaged)
-    tta_shifts: list[tuple[Annotated[int, Field(ge=-4, le=4)], Annotated[int, Field(ge=-4, le=4)]]]
+    tta_shifts: list[Shift]
+    tta_shifts_alone: list[Shift]  # for an ensemble of one member without tta_shifts of its own
+
+    def shifts_for(self, members: int) -> list[Shift]:
+        """The test-time shifts an ensemble of ``members`` averages: ``tta_shifts``; without them, a lone
+        member's ``tta_shifts_alone``. A single model gains from shifts, an ensemble does not: they average
+        out the errors a second and third member would (docs/ACCURACY.md)."""
+        return list(self.tta_shifts) or (list(self.tta_shifts_alone) if members == 1 else [])
 
 
 class ExportConfig(Section):

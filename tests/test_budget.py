@@ -11,7 +11,7 @@ import mlflow
 import numpy as np
 import pytest
 
-from mnist99.config import defaults, load_config
+from mnist99.config import defaults, load_config, with_overrides
 from mnist99.durations import format_duration, parse_duration
 from mnist99.errors import ConfigError
 from mnist99.training import budget
@@ -353,15 +353,30 @@ def test_costs_add_up_from_the_measured_speed():
 
 
 def test_a_plan_prices_the_test_time_shifts_of_the_members_it_scores():
-    plain = load_config(None, ["train.budget=10m"])
-    shifted = load_config(None, ["train.budget=10m", "ensemble.tta_shifts=[[0,1],[0,-1],[1,0],[-1,0]]"])
-    assert budget.tta_views(plain) == 1 and budget.tta_views(shifted) == 5
+    plain = load_config(None, ["train.budget=10m", "evaluate.robustness=false"])
+    shifted = with_overrides(plain, {"ensemble.tta_shifts": [[0, 1], [0, -1], [1, 0], [-1, 0]]})
+    assert budget.tta_views(plain, 3) == 1 and budget.tta_views(shifted, 3) == 5
     speed = Speed(step_seconds=0.04, start_seconds=4.0, image_seconds=0.0001, epoch_seconds=0.5)
     counts = {"train": 55_000, "val": 5_000, "test": 10_000}
     plans = [budget.plan_job(cfg, [cfg] * 3, [speed] * 3, counts, started=0.0, ensemble_size=3, clock=lambda: 0.0)
              for cfg in (plain, shifted)]
     assert plans[1].after_seconds - plans[0].after_seconds == pytest.approx(4 * 3 * 3.5)  # 4 more passes of 35,000
     assert plans[1].expected_seconds <= 0.95 * 600 and sum(plans[1].epochs) <= sum(plans[0].epochs)
+
+
+def test_a_plan_of_one_member_prices_the_shifts_a_lone_member_is_scored_with():
+    """A budget that leaves one member (too short for more) scores it with ``ensemble.tta_shifts_alone``:
+    the plan prices those passes for that member count only."""
+    cfg = load_config(None, ["train.budget=5m", "evaluate.robustness=false"])
+    assert budget.tta_views(cfg, 1) == 1 + len(cfg.ensemble.tta_shifts_alone) > 1 and budget.tta_views(cfg, 2) == 1
+    speed = Speed(step_seconds=0.08, start_seconds=4.0, image_seconds=0.0001, epoch_seconds=0.5)  # ~35 s an epoch
+    counts = {"train": 55_000, "val": 5_000, "test": 10_000}
+    lone = budget.plan_job(cfg, [cfg] * 3, [speed] * 3, counts, started=0.0, ensemble_size=3, clock=lambda: 0.0)
+    assert len(lone.epochs) == 1 and lone.dropped == 2  # 5 minutes of these members: one gets 6 epochs or more
+    assert lone.after_seconds == pytest.approx(budget.tta_views(cfg, 1) * 3.5 + cfg.train.budget_overhead.job)
+    unshifted = with_overrides(cfg, {"ensemble.tta_shifts_alone": []})
+    alone = budget.plan_job(unshifted, [cfg] * 3, [speed] * 3, counts, started=0.0, ensemble_size=3, clock=lambda: 0.0)
+    assert alone.after_seconds == pytest.approx(3.5 + cfg.train.budget_overhead.job)
 
 
 def test_the_robustness_tables_digits_count_only_when_the_evaluation_pack_makes_one():

@@ -62,3 +62,15 @@ def test_resolved_yaml_round_trips_and_flattens(tmp_path):
     assert with_overrides(cfg, {"model.width": 4}).model.width == 4
     with pytest.raises(ConfigError):
         validate_config(["not", "a", "mapping"])
+
+
+def test_a_lone_member_is_scored_with_its_own_test_time_shifts_and_an_ensemble_with_none():
+    cfg = load_config(None, [])
+    alone = [tuple(s) for s in cfg.ensemble.tta_shifts_alone]
+    assert cfg.ensemble.shifts_for(1) == alone and len(alone) == 4
+    assert cfg.ensemble.shifts_for(2) == [] and cfg.ensemble.shifts_for(3) == []
+    chosen = load_config(None, ["ensemble.tta_shifts=[[0,2]]"])
+    assert chosen.ensemble.shifts_for(1) == [(0, 2)] and chosen.ensemble.shifts_for(3) == [(0, 2)]  # the user's, always
+    assert load_config(None, ["ensemble.tta_shifts_alone=[]"]).ensemble.shifts_for(1) == []
+    with pytest.raises(ConfigError, match="ensemble.tta_shifts_alone"):
+        load_config(None, ["ensemble.tta_shifts_alone=[[0,5]]"])

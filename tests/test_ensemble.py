@@ -212,6 +212,29 @@ def test_ensemble_reuses_a_train_run_of_the_same_config(smoke_cfg, store, capsys
 
 
 @pytest.mark.integration
+def test_a_lone_member_is_exported_averaged_over_its_shifts_and_says_so(smoke_cfg, store, capsys):
+    """An ensemble of one member (what a short budget leaves) averages ``ensemble.tta_shifts_alone``; the
+    run says so and records the passes a digit makes (tag ``mnist99.tta_views``); ``[]`` turns it off."""
+    from mlflow.tracking import MlflowClient
+
+    from mnist99.config import with_overrides
+    from mnist99.delivery.loading import load_run_model
+    from mnist99.stages import ensemble
+
+    lone = with_overrides(smoke_cfg, {"ensemble.size": 1, "evaluate.robustness": False, "export.formats": ["keras"]})
+    shifted = ensemble.run(lone)
+    assert "ensemble: each digit averaged with 4 shifted copies of it (ensemble.tta_shifts_alone)" in capsys.readouterr().out
+    plain = ensemble.run(with_overrides(lone, {"ensemble.tta_shifts_alone": []}))  # the same member, reused
+    assert "shifted copies" not in capsys.readouterr().out
+    assert plain["member_run_ids"] == shifted["member_run_ids"]
+    tags = {name: MlflowClient().get_run(out["run_id"]).data.tags for name, out in (("shifted", shifted), ("plain", plain))}
+    assert (tags["shifted"]["mnist99.tta_views"], tags["plain"]["mnist99.tta_views"]) == ("5", "1")
+    shift_layers = [[layer.name for layer in members_of(load_run_model(out["run_id"]))[0].layers
+                     if layer.name.startswith("tta_shift_")] for out in (shifted, plain)]
+    assert shift_layers == [[f"tta_shift_{i}" for i in range(1, 5)], []]  # the logged (exported) models
+
+
+@pytest.mark.integration
 def test_a_member_that_early_stopping_ended_says_so(smoke_cfg, store, capsys):
     """Without a budget too, a member that stopped before its epochs says when, and whose weights it keeps:
     the ensemble prints no other line per member. (A min_delta no epoch can reach stops it after epoch 2.)"""

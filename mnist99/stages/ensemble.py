@@ -23,7 +23,7 @@ from mnist99.config import Config, MemberConfig
 from mnist99.data import Splits, make_splits
 from mnist99.errors import ConfigError
 from mnist99.reports.metrics import accuracy
-from mnist99.training.budget import Plan, counted
+from mnist99.training.budget import Plan, counted, tta_views
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -162,7 +162,12 @@ def build_in_run(cfg: Config, splits: Splits, force: bool = False, budgeted: tup
     if budgeted is not None:
         tracking.record_plan(budgeted[1], budgeted[0].to_dict(), budgeted[0].params())
     models, run_ids = fit_members(cfg, splits, force, budgeted=budgeted[0] if budgeted else None)
-    models = [shift_averaged(m, cfg.ensemble.tta_shifts) for m in models]  # scored as they are exported
+    shifts = cfg.ensemble.shifts_for(len(models))
+    if shifts:
+        key = "tta_shifts" if cfg.ensemble.tta_shifts else "tta_shifts_alone"
+        print(f"ensemble: each digit averaged with {len(shifts)} shifted copies of it (ensemble.{key})", flush=True)
+    tracking.set_tag("mnist99.tta_views", str(tta_views(cfg, len(models))))  # passes a digit makes through each member
+    models = [shift_averaged(m, shifts) for m in models]  # scored as they are exported
     probs = {"val": predict_members(models, splits.x_val), "test": predict_members(models, splits.x_test)}
     labels = {"val": splits.y_val, "test": splits.y_test}
     member_val = [accuracy(p, splits.y_val) for p in probs["val"]]

@@ -82,7 +82,8 @@ def finish_timer(cfg: Config, splits: Splits, label: str, members_after: int = 0
         n = splits.counts()
         cost = budget.member_cost(speed, cfg.train, n["train"], n["val"], n["test"])
         after = budget.after_members_seconds([speed.image_seconds] * ensemble_size, n["val"], n["test"],
-                                             cfg.train.budget_overhead.job, robust_images(cfg), budget.tta_views(cfg))
+                                             cfg.train.budget_overhead.job, robust_images(cfg),
+                                             budget.tta_views(cfg, ensemble_size))
         epochs = cfg.train.epochs - timer.first_epoch
         finish = budget.finish_estimate(cost, epochs, started, members_after, after)
         shown.update(cost=cost, finish=finish, after=after)

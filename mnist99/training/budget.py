@@ -11,7 +11,7 @@ validation and test splits (forward passes: timed) and saving and logging it (an
 ``train.budget_overhead.member``); an epoch also pays its own start (timed) and its backup and
 MLflow metrics (``train.budget_overhead.epoch``). After the members an ensemble job predicts every member on the
 validation and test splits, then the evaluation pack predicts the test split through the ensemble
-and each member again (timed forward passes; with ``ensemble.tta_shifts``, once more for each shift),
+and each member again (timed forward passes; once more for each test-time shift, ``EnsembleConfig.shifts_for``),
 then combines, draws and exports (``train.budget_overhead.job``).
 """
 from __future__ import annotations
@@ -111,10 +111,11 @@ def after_members_seconds(image_seconds: Sequence[float], val_images: int, test_
     return sum(image_seconds) * views * (val_images + 3 * test_images + robust_images) + overhead
 
 
-def tta_views(cfg: Config) -> int:
-    """Passes a digit makes through each member once the members are in the ensemble: the digit itself
-    and each of ``ensemble.tta_shifts`` (the ensemble stage scores the members as they are exported)."""
-    return 1 + len(cfg.ensemble.tta_shifts)
+def tta_views(cfg: Config, members: int) -> int:
+    """Passes a digit makes through each member once the ``members`` are in an ensemble: the digit
+    itself and each of its test-time shifts (``EnsembleConfig.shifts_for``; the ensemble stage scores
+    the members as they are exported)."""
+    return 1 + len(cfg.ensemble.shifts_for(members))
 
 
 @dataclass(frozen=True)
@@ -262,7 +263,7 @@ def plan_job(cfg: Config, to_train: Sequence[Config], speeds: Sequence[Speed], c
     def after(trained: int) -> float:  # the ensemble's members: those reused and ``trained`` of those to train
         members = [image_seconds] * (reused + trained) if ensemble_size else []
         return after_members_seconds(members, counts["val"], counts["test"], cfg.train.budget_overhead.job,
-                                     robust_images, tta_views(cfg))
+                                     robust_images, tta_views(cfg, len(members)))
 
     return plan_members(cfg.train.budget, costs, after, cfg.train.budget_max_epochs, cfg.train.budget_min_epochs,
                         started, clock)
