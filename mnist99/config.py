@@ -170,6 +170,7 @@ class BrightnessConfig(Section):
 
 class AugmentConfig(Section):
     enabled: bool
+    compose: bool  # rotation, shift, zoom and shear as one affine resampling (mnist99.data.affine)
     rotation: RotationConfig
     shift: ShiftConfig
     zoom: ZoomConfig

@@ -17,6 +17,7 @@ import keras
 from keras import ops
 
 from mnist99.config import AugmentConfig
+from mnist99.data.affine import MATRICES, ComposedAffine
 from mnist99.registry import Registry
 
 AUGMENT_OPS: Registry = Registry("augment op")
@@ -272,7 +273,8 @@ def _noise(cfg, seed: int) -> keras.layers.Layer:
 
 def build_augmenter(cfg: AugmentConfig, seed: int) -> keras.Sequential | None:
     """The enabled ops in a fixed order (rotation, shift, zoom, shear, elastic, then the robustness ops:
-    blur, erasing, lines, contrast, brightness, noise), or None if none are."""
+    blur, erasing, lines, contrast, brightness, noise), or None if none are. With ``cfg.compose`` the
+    geometric ones are one :class:`mnist99.data.affine.ComposedAffine`: one resampling, not one each."""
     if not cfg.enabled:
         return None
     ops = []
@@ -280,4 +282,10 @@ def build_augmenter(cfg: AugmentConfig, seed: int) -> keras.Sequential | None:
         op_cfg = getattr(cfg, name)
         if op_cfg.enabled:
             ops.append(AUGMENT_OPS.get(name)(op_cfg, seed + offset))
+    if cfg.compose:
+        geometric = [op for op in ops if type(op) in MATRICES]
+        if len(geometric) > 1:
+            at = ops.index(geometric[0])
+            ops = [op for op in ops if op not in geometric]
+            ops.insert(at, ComposedAffine(geometric, name="geometry"))
     return keras.Sequential(ops, name="augment") if ops else None
