@@ -25,7 +25,9 @@ the data is read; saving, logging and exporting, which this script does not do, 
 
 Prints one JSON line per result (and appends it to ``--out``): ``baseline`` and ``member_<i>``
 (seconds to 99% validation accuracy, test accuracy, images/s), ``ensemble`` (members' and ensemble's
-val/test accuracy, gain, disagreement, wall seconds) and ``inference`` (images/s at batch 256, p50/p95
+val/test accuracy, gain, disagreement, ``tta_views``: the passes a digit makes through each member, 1 +
+its test-time shifts as the ensemble stage chooses them, ``EnsembleConfig.shifts_for``; wall seconds) and
+``inference`` (images/s at batch 256, p50/p95
 latency for one image). Not a test: timings are reported (README, benchmarks/results/), never asserted.
 """
 from __future__ import annotations
@@ -46,7 +48,7 @@ from mnist99.config import BudgetOverheadConfig, Config, load_config
 from mnist99.constants import EVAL_BATCH, NUM_CLASSES
 from mnist99.data import make_splits
 from mnist99.data.model_input import to_model_input
-from mnist99.delivery.ensemble import combine, member_plan, score
+from mnist99.delivery.ensemble import combine, member_plan, score, shift_averaged
 from mnist99.errors import ConfigError
 from mnist99.models import build_model
 from mnist99.reports.metrics import accuracy
@@ -216,12 +218,16 @@ def main() -> None:
             raise SystemExit(f"benchmarks/gpu.py: {error}") from None
         report("plan", plan.to_dict())
         members = [budgeted(member, epochs) for member, epochs in zip(members, plan.epochs)]
+    # Scored, timed and combined through the test-time shifts the ensemble stage gives this many members
+    # (an ensemble of one: ensemble.tta_shifts_alone), which the plan priced.
+    shifts = cfg.ensemble.shifts_for(len(members))
     nets, probs, carried = [], {"val": [], "test": []}, 0.0
     for i, member_cfg in enumerate(members, start=1):
         # A budgeted member stops at its deadline: its share of the plan and what those before it left.
         limit = [] if plan is None else [BudgetDeadline(plan.fit_allowance(i - 1) + carried)]
         # Mid-epoch validation checks are not in a budget's plan: a budgeted run checks at epoch ends.
         net, result = train_member(member_cfg, data, 0 if plan else args.check_every, limit, stretchable=bool(plan))
+        net = shift_averaged(net, shifts)
         nets.append(net)
         for split in ("val", "test"):
             probs[split].append(np.asarray(net.predict(data[f"x_{split}"], batch_size=EVAL_BATCH, verbose=0)))
@@ -233,7 +239,7 @@ def main() -> None:
     metrics = score(probs, {"val": splits.y_val, "test": splits.y_test}, None)
     wall = time.time() - started
     used = {} if plan is None else {"budget_seconds": plan.budget, "budget_used": wall / plan.budget}
-    report("ensemble", {**metrics, "members": len(nets), "wall_seconds": wall, **used})
+    report("ensemble", {**metrics, "members": len(nets), "tta_views": 1 + len(shifts), "wall_seconds": wall, **used})
     if plan is not None:
         print(f"gpu.py: {budget.used_line(plan.budget, wall)}", flush=True)
     ensemble = combine(nets)

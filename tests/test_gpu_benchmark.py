@@ -40,7 +40,7 @@ def test_gpu_benchmark_trains_scores_and_times_an_ensemble(tmp_path):
     assert rows["member_1"]["seed"] == 1 and rows["member_2"]["seed"] == 2
     assert rows["member_1"]["val_checks"] > 0  # the every-2-steps check ran
     ensemble = rows["ensemble"]
-    assert ensemble["members"] == 2
+    assert ensemble["members"] == 2 and ensemble["tta_views"] == 1  # ensemble.tta_shifts_alone: one member only
     assert ensemble["member_2_test_accuracy"] == rows["member_2"]["test_accuracy"]
     assert 0.0 <= ensemble["test_accuracy"] <= 1.0 and 0.0 <= ensemble["disagreement"] <= 1.0
     assert rows["inference"]["images_per_s"] > 0 and rows["inference"]["latency_ms_p50"] > 0
@@ -73,6 +73,17 @@ def run_under_jax(args: list[str]) -> subprocess.CompletedProcess:
     """``python ARGS`` from the checkout's root under Keras' JAX backend (the lent GPU machines have no TensorFlow)."""
     env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
     return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+
+
+def test_gpu_benchmark_scores_an_ensemble_of_one_through_its_test_time_shifts(tmp_path):
+    """As the ensemble stage does (and a budget's plan prices): one member is scored, combined and timed
+    averaged over ensemble.tta_shifts_alone's 4 shifted copies of each digit."""
+    require_real_data()
+    out = tmp_path / "gpu.jsonl"
+    printed = run_benchmark_main("gpu.py", "-c", "configs/smoke.yaml", "--skip-baseline", "--set", "ensemble.size=1",
+                                 "--out", str(out), "--set", f"data.cache_dir={tmp_path / 'cache'}")
+    rows = {row["result"]: row for row in map(json.loads, out.read_text().splitlines())}
+    assert rows["ensemble"]["members"] == 1 and rows["ensemble"]["tta_views"] == 5, printed
 
 
 @pytest.mark.slow
