@@ -29,7 +29,8 @@ def centres(images) -> np.ndarray:
 
 def augmenters(seed: int = 7):
     cfg = defaults().augment
-    return build_augmenter(cfg, seed), build_augmenter(cfg.model_copy(update={"compose": True}), seed)
+    return (build_augmenter(cfg.model_copy(update={"compose": False}), seed),
+            build_augmenter(cfg.model_copy(update={"compose": True}), seed))
 
 
 def test_compose_replaces_the_four_layers_by_one():
