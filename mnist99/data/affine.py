@@ -4,7 +4,7 @@ Why: each of Keras' layers resamples the image bilinearly on its own, so the fou
 four times. On MNIST's training digits they leave 9% of the ink pixels above 0.9 (50% before) and spread
 the ink over 190 pixels a digit (137 before): the net trains on digits softer and thicker than those it is
 tested on. One resampling through the product of the four matrices leaves 30% and 158 pixels, and runs
-~2.8x the images/s (benchmarks/results/cpu-2core/2026-12-05-floor-one-resampling.md).
+~1.8x the images/s (benchmarks/results/cpu-2core/2026-12-05-floor-one-resampling.md).
 
 Each layer still draws its own parameters (its own seed and ranges, through its public
 ``get_random_transformation``); only the resampling is shared. The matrices are Keras' own: each maps an
