@@ -81,7 +81,8 @@ def build_augmented_net(cfg: Config, net: keras.Model, images: np.ndarray | None
     finally:
         keras.mixed_precision.set_global_policy(policy)
     if augmenter is not None and keras.config.backend() == "jax":
-        for layer in augmenter.layers:
+        # the Sequential's layers and those a ComposedAffine (augment.compose) draws from
+        for layer in augmenter.layers + [inner for outer in augmenter.layers for inner in getattr(outer, "composed", [])]:
             layer.supports_jit = True
     wrapped = AugmentedNet(net, augmenter, images)
     # Built now, on one index or image, so that BackupAndRestore can restore into it before fit starts.
