@@ -170,7 +170,7 @@ class BrightnessConfig(Section):
 
 class AugmentConfig(Section):
     enabled: bool
-    compose: bool  # rotation, shift, zoom and shear as one affine resampling (mnist99.data.affine)
+    compose: bool  # rotation, shift, zoom, shear (and elastic) as one resampling (mnist99.data.affine)
     rotation: RotationConfig
     shift: ShiftConfig
     zoom: ZoomConfig

@@ -6,7 +6,7 @@ import pytest
 
 from mnist99.config import defaults
 from mnist99.data.affine import ComposedAffine
-from mnist99.data.augment import build_augmenter
+from mnist99.data.augment import ElasticDistortion, build_augmenter
 from mnist99.data.batches import make_dataset
 
 
@@ -84,3 +84,61 @@ def test_config_round_trip_and_refusal_of_other_layers():
     assert again.composed[1].height_factor == 0.1
     with pytest.raises(ValueError, match="RandomContrast"):
         ComposedAffine([keras.layers.RandomContrast(0.5)])
+
+
+def elastic(alpha: float = 34.0, seed: int = 3) -> ElasticDistortion:
+    return ElasticDistortion(alpha, 4.0, 1.0, seed=seed)
+
+
+def four(seed: int = 7) -> list:
+    _, together = augmenters(seed)
+    return together.layers[0].composed
+
+
+def test_compose_folds_the_elastic_distortion_into_the_same_resampling():
+    cfg = defaults().augment.model_copy(deep=True, update={"compose": True})
+    cfg.elastic.enabled = True
+    augmenter = build_augmenter(cfg, 7)
+    assert [type(layer).__name__ for layer in augmenter.layers] == ["ComposedAffine"]
+    assert [type(layer).__name__ for layer in augmenter.layers[0].composed] == [
+        "RandomRotation", "RandomTranslation", "RandomZoom", "RandomShear", "ElasticDistortion"]
+
+
+def test_a_zero_field_resamples_as_the_matrices_alone():
+    """The dense sampler reads the input where Keras' affine_transform reads it (pixel centres, order of the
+    matrices, black beyond the edge): with alpha 0 the two outputs agree to float rounding."""
+    x = blobs()
+    alone = ComposedAffine(four())(x, training=True)
+    folded = ComposedAffine([*four(), elastic(alpha=0.0)])(x, training=True)
+    np.testing.assert_allclose(np.asarray(folded), np.asarray(alone), atol=1e-4)
+
+
+def test_without_matrices_the_field_moves_as_the_elastic_layer_alone():
+    x = blobs()
+    still = keras.layers.RandomTranslation((0.0, 0.0), (0.0, 0.0), seed=1)
+    folded = ComposedAffine([still, elastic()])(x, training=True)
+    np.testing.assert_allclose(np.asarray(folded), np.asarray(elastic()(x, training=True)), atol=1e-5)
+
+
+def test_folding_the_field_blurs_less_than_a_fifth_resampling():
+    x = blobs()
+    sharp = lambda images: float((np.asarray(images) > 0.9).sum())  # noqa: E731
+    apart = elastic()(ComposedAffine(four())(x, training=True), training=True)
+    folded = ComposedAffine([*four(), elastic()])(x, training=True)
+    assert sharp(folded) > 1.2 * sharp(apart), (sharp(folded), sharp(apart))
+    moved = lambda images: np.abs(centres(images) - centres(x)).mean()  # noqa: E731
+    assert abs(moved(folded) - moved(apart)) < 0.25  # the same draws: the digits land in the same places
+
+
+def test_the_folded_field_runs_in_tf_data_and_round_trips():
+    layer = ComposedAffine([keras.layers.RandomRotation(0.03), elastic()])
+    again = ComposedAffine.from_config(layer.get_config())
+    assert [type(x).__name__ for x in again.composed] == ["RandomRotation", "ElasticDistortion"]
+    assert again.composed[1].alpha == 34.0
+    with pytest.raises(ValueError, match="ElasticDistortion there"):
+        ComposedAffine([elastic(), keras.layers.RandomRotation(0.03)])
+    x = np.zeros((32, 28, 28), np.uint8)
+    x[:, 8:20, 12:16] = 255
+    ds = make_dataset(x, np.zeros(32, int), 16, training=True, augmenter=keras.Sequential([layer]), seed=1)
+    flat = np.stack([np.asarray(images).ravel() for images, _ in ds])
+    assert len({row.tobytes() for row in flat}) == 2 and flat.max() > 0.5

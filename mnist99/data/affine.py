@@ -8,7 +8,9 @@ tested on. One resampling through the product of the four matrices leaves 30% an
 
 Each layer still draws its own parameters (its own seed and ranges, through its public
 ``get_random_transformation``); only the resampling is shared. The matrices are Keras' own: each maps an
-output pixel (x, y) to the input point it samples, ``[a0, a1, a2, b0, b1, b2, c0, c1]``.
+output pixel (x, y) to the input point it samples, ``[a0, a1, a2, b0, b1, b2, c0, c1]``. A last layer with
+a ``displacement`` (:class:`mnist99.data.augment.ElasticDistortion`'s smooth field) moves each output pixel
+before the matrices map it: the elastic distortion joins the same resampling instead of adding a fifth.
 """
 from __future__ import annotations
 
@@ -59,15 +61,16 @@ MATRICES = {
 
 @keras.saving.register_keras_serializable(package="mnist99")
 class ComposedAffine(keras.layers.Layer):
-    """``layers`` (any of :data:`MATRICES`' classes, in the order they would run) as one bilinear resampling
-    with Keras' ``image.affine_transform``, black beyond the edge; images pass through at inference."""
+    """``layers`` (any of :data:`MATRICES`' classes, in the order they would run, then optionally one layer
+    with a ``displacement``) as one bilinear resampling, black beyond the edge; images pass through at
+    inference."""
 
     def __init__(self, layers: list[keras.layers.Layer], **kwargs) -> None:
         super().__init__(**kwargs)
-        for layer in layers:
-            if type(layer) not in MATRICES:
-                raise ValueError(f"ComposedAffine cannot compose {type(layer).__name__}: only "
-                                 f"{', '.join(c.__name__ for c in MATRICES)}")
+        for at, layer in enumerate(layers):
+            if type(layer) not in MATRICES and not (hasattr(layer, "displacement") and at == len(layers) - 1):
+                raise ValueError(f"ComposedAffine cannot compose {type(layer).__name__} there: only "
+                                 f"{', '.join(c.__name__ for c in MATRICES)}, then one displacement field")
         self.composed = list(layers)
 
     def build(self, input_shape):
@@ -78,15 +81,28 @@ class ComposedAffine(keras.layers.Layer):
         if not training:
             return images
         height, width = float(images.shape[1]), float(images.shape[2])
-        total = None
-        for layer in self.composed:  # out(p) = in(M1 M2 ... Mn p): the first layer's matrix on the left
+        affine = [layer for layer in self.composed if type(layer) in MATRICES]
+        total = ops.eye(3, dtype="float32")[None]
+        for layer in affine:  # out(p) = in(M1 M2 ... Mn p): the first layer's matrix on the left
             params = MATRICES[type(layer)](layer, layer.get_random_transformation(images, training=True),
                                            height, width)
-            m = _matrix_3x3(params)
-            total = m if total is None else ops.matmul(total, m)
-        params = ops.reshape(total, (-1, 9))[:, :8]
-        return ops.image.affine_transform(images, params, interpolation="bilinear", fill_mode="constant",
-                                          fill_value=0.0)
+            total = ops.matmul(total, _matrix_3x3(params))
+        if len(affine) == len(self.composed):
+            params = ops.reshape(total, (-1, 9))[:, :8]
+            return ops.image.affine_transform(images, params, interpolation="bilinear", fill_mode="constant",
+                                              fill_value=0.0)
+        return self._warp(images, total, self.composed[-1])
+
+    def _warp(self, images, total, warp):
+        """out(p) = in(M (p + d(p))): ``warp``'s field d moves the output grid, the matrices map it into the
+        input, and ``warp``'s bilinear sampler reads it there (black beyond the edge)."""
+        field = warp.displacement(images, warp.get_random_transformation(images, training=True))
+        rows, cols = warp.grid(images)
+        x, y = cols + field[..., 1], rows + field[..., 0]
+        m = [total[:, i // 3, i % 3][:, None, None] for i in range(8)]
+        k = m[6] * x + m[7] * y + 1.0
+        source_x, source_y = (m[0] * x + m[1] * y + m[2]) / k, (m[3] * x + m[4] * y + m[5]) / k
+        return ops.clip(warp.sample(images[..., 0], source_y, source_x)[..., None], 0.0, 1.0)
 
     def compute_output_shape(self, input_shape):
         return input_shape
