@@ -88,9 +88,9 @@ class ElasticDistortion(keras.layers.RandomElasticTransform):
             return images
         field = self.displacement(images, transformation)
         rows, cols = self.grid(images)
+        # the digits not chosen have a zero field: read at their own pixel centres, they come back unchanged
         warped = self.sample(images[..., 0], rows + field[..., 0], cols + field[..., 1])[..., None]
-        chosen = transformation["apply_transform"][:, None, None, None]
-        return ops.numpy.clip(ops.numpy.where(chosen, warped, images), 0.0, 1.0)
+        return ops.numpy.clip(warped, 0.0, 1.0)
 
     def displacement(self, images, transformation):
         """(B, H, W, 2): each output pixel's (row, column) offset in px, zero on the images not chosen. Also
