@@ -139,6 +139,21 @@ def test_tophat_takes_backgrounds_wider_than_its_window_out_and_keeps_strokes(na
     assert "tophat" not in [layer.name for layer in build_model(defaults().model).layers]  # off by default
 
 
+@pytest.mark.parametrize("size", [3, 4, 7])
+def test_tophat_pooled_by_rows_then_columns_equals_the_opening_over_the_whole_square(size):
+    from mnist99.models.layers import tophat
+
+    images = np.random.default_rng(size).random((4, 28, 28, 1), dtype=np.float32)
+    inputs = keras.Input((28, 28, 1))
+    top = keras.Model(inputs, tophat(inputs, load_config([], [f"model.tophat={size}"]).model))
+
+    def square_max(x):
+        return keras.ops.max_pool(x, size, strides=1, padding="same")
+
+    opened = square_max(-square_max(-images))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(top(images)), keras.ops.convert_to_numpy(images - opened))
+
+
 @pytest.mark.parametrize("size", [1, 2, 29])
 def test_tophat_windows_that_would_erase_the_digit_or_exceed_the_image_are_refused(size):
     from mnist99.errors import ConfigError

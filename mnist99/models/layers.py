@@ -159,17 +159,20 @@ def tophat(x, cfg: ModelConfig):
     would take the strokes' own brightness out with the background; the opening leaves strokes whole.
     Stock layers (a minimum is a max-pool of the negated image; "same" max-pooling ignores the
     padding, so the borders are treated like the rest): the model loads in safe mode and exports to
-    ONNX and LiteRT with builtin ops.
+    ONNX and LiteRT with builtin ops. Each square is pooled as a row then a column, the same maximum
+    bit for bit: TensorFlow's CPU kernel reads every cell of the window, and on an AVX2-only CPU one
+    7x7 pool of a 256-digit batch took 75 ms against 27 ms for 1x7 then 7x1.
     """
     if not cfg.tophat:
         return x
 
-    def pool(name):
-        return keras.layers.MaxPooling2D(cfg.tophat, strides=1, padding="same", name=name)
+    def pool(x, name):
+        x = keras.layers.MaxPooling2D((1, cfg.tophat), strides=1, padding="same", name=f"{name}_rows")(x)
+        return keras.layers.MaxPooling2D((cfg.tophat, 1), strides=1, padding="same", name=name)(x)
 
     negate = functools.partial(keras.layers.Rescaling, -1.0)
-    eroded = negate(name="tophat_eroded")(pool("tophat_min")(negate(name="tophat_negated")(x)))
-    opened = pool("tophat_opened")(eroded)
+    eroded = negate(name="tophat_eroded")(pool(negate(name="tophat_negated")(x), "tophat_min"))
+    opened = pool(eroded, "tophat_opened")
     return keras.layers.Subtract(name="tophat")([x, opened])
 
 
