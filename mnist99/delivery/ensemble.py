@@ -13,8 +13,9 @@ import keras
 import numpy as np
 
 from mnist99.config import Config, MemberConfig, with_overrides
-from mnist99.constants import EVAL_BATCH, IMAGE_SHAPE, MODEL_INPUT_SHAPE
+from mnist99.constants import IMAGE_SHAPE, MODEL_INPUT_SHAPE
 from mnist99.data.model_input import to_model_input
+from mnist99.delivery.forward import predict_probs
 from mnist99.reports.metrics import accuracy
 
 
@@ -120,7 +121,7 @@ def member_plan(cfg: Config) -> list[tuple[Config, str | None]]:
 def predict_members(models: Sequence[keras.Model], images: np.ndarray) -> list[np.ndarray]:
     """Each member's (N, 10) probabilities on uint8 (N, 28, 28) ``images``."""
     inputs = to_model_input(images)
-    return [np.asarray(m.predict(inputs, batch_size=EVAL_BATCH, verbose=0)) for m in models]
+    return [predict_probs(m, inputs) for m in models]
 
 
 def disagreement(probabilities: list[np.ndarray]) -> float:

@@ -10,6 +10,7 @@ import numpy as np
 from mnist99.console import library_info_muted, muted_stderr
 from mnist99.constants import EVAL_BATCH, IMAGE_SHAPE, NUM_CLASSES
 from mnist99.data.images import check_batch
+from mnist99.delivery.forward import predict_probs
 
 
 class ExportedModel:
@@ -30,9 +31,11 @@ class ExportedModel:
         The signature is Keras' (``verbose`` is accepted and ignored), so callers need not know the runtime.
         Raises InputError for what :func:`mnist99.data.images.check_batch` refuses.
         """
-        digits = check_batch(images)
-        chunks = [self.run(digits[i: i + batch_size]) for i in range(0, len(digits), batch_size)]
-        return np.concatenate(chunks).astype(np.float32, copy=False)
+        return predict_probs(self, check_batch(images), batch_size)
+
+    def predict_on_batch(self, images: np.ndarray) -> np.ndarray:
+        """Keras' ``predict_on_batch``: one batch of digits in one runtime call (InputError as :meth:`predict`)."""
+        return self.run(check_batch(images)).astype(np.float32, copy=False)
 
 
 class OnnxModel(ExportedModel):

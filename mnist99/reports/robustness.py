@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.patches import Patch
 
-from mnist99.constants import EVAL_BATCH
 from mnist99.data import corruptions
+from mnist99.delivery.forward import predict_probs
 from mnist99.reports.plots import plt
 
 
@@ -72,7 +72,7 @@ def robustness(source, images: np.ndarray, labels: np.ndarray, seed: int = 0, na
     labels = np.asarray(labels)
     names = corruptions.names() if names is None else names
     sets = [corruptions.check_digits(images)] + [corruptions.corrupt(images, n, seed) for n in names]
-    probs = np.asarray(model.predict(np.concatenate(sets), batch_size=EVAL_BATCH, verbose=0))
+    probs = predict_probs(model, np.concatenate(sets))
     accuracy = (probs.argmax(axis=1) == np.tile(labels, len(sets))).reshape(len(sets), -1).mean(axis=1)
     rows = [{"corruption": n, "seen": corruptions.CORRUPTIONS.get(n).seen, "accuracy": float(a)}
             for n, a in zip(names, accuracy[1:])]

@@ -17,12 +17,11 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
-
 from mnist99 import tracking
 from mnist99.config import Config
-from mnist99.constants import EVAL_BATCH, NUM_CLASSES, RUN_MODEL_ARTIFACT
+from mnist99.constants import NUM_CLASSES, RUN_MODEL_ARTIFACT
 from mnist99.data import Splits, make_splits
+from mnist99.delivery.forward import predict_probs
 from mnist99.reports import plots
 
 ARTIFACT_DIR = "evaluation"
@@ -35,11 +34,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "logs to a new run")
     which.add_argument("--run-id", metavar="RUN",
                        help=f"a finished train or ensemble run: evaluates its {RUN_MODEL_ARTIFACT} and logs into it")
-
-
-def predict_probs(model, images: np.ndarray) -> np.ndarray:
-    """(N, 10) probabilities of a uint8-input model on uint8 (N, 28, 28) images."""
-    return np.asarray(model.predict(images, batch_size=EVAL_BATCH, verbose=0))
 
 
 def log_robustness(cfg: Config, model, splits: Splits) -> dict:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist99.config import Config
-from mnist99.constants import EVAL_BATCH
+from mnist99.delivery.forward import predict_probs
 
 TOP_K = 3
 
@@ -51,7 +51,7 @@ def run(cfg: Config, args: argparse.Namespace) -> dict:
 
         tracking.use_store(cfg)
     model = load_ensemble(source)
-    probs = np.asarray(model.predict(batch, batch_size=EVAL_BATCH, verbose=0))
+    probs = predict_probs(model, batch)
     records = [prediction(f, p) for f, p in zip(args.files, probs)]
     for record in records:
         print(json.dumps(record), flush=True)

@@ -1,0 +1,22 @@
+"""Forward passes batch by batch through ``predict_on_batch``, the one call every model here offers.
+
+Keras' ``model.predict`` runs the same compiled predict step behind its data iterator; on a 2-core TensorFlow CPU
+some of its calls ran on one core at half the speed, while a loop of ``predict_on_batch`` over the same batches
+never did (benchmarks/results/cpu-2core/2026-12-06-predict-on-batch.md). ONNX Runtime and LiteRT models
+(:class:`~mnist99.delivery.runtimes.ExportedModel`) answer the same call, so stages need not know the runtime.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from mnist99.constants import EVAL_BATCH
+
+
+def predict_probs(model, images: np.ndarray, batch_size: int = EVAL_BATCH) -> np.ndarray:
+    """``model``'s outputs on ``images`` (N >= 1 of its inputs), ``batch_size`` at a time, as one float32 array
+    (for the package's models: (N, 10) probabilities)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    chunks = [np.asarray(model.predict_on_batch(images[start: start + batch_size]))
+              for start in range(0, len(images), batch_size)]
+    return np.concatenate(chunks).astype(np.float32, copy=False)
