@@ -1,8 +1,8 @@
 """Forward passes batch by batch through ``predict_on_batch``, the one call every model here offers.
 
 Keras' ``model.predict`` runs the same compiled predict step behind its data iterator; on a 2-core TensorFlow CPU
-some of its calls ran on one core at half the speed, while a loop of ``predict_on_batch`` over the same batches
-never did (benchmarks/results/cpu-2core/2026-12-06-predict-on-batch.md). ONNX Runtime and LiteRT models
+4 of its 20 timed calls ran on one core at half the speed, a loop of ``predict_on_batch`` over the same batches
+none of 20 (benchmarks/results/cpu-2core/2026-12-06-predict-on-batch.md). ONNX Runtime and LiteRT models
 (:class:`~mnist99.delivery.runtimes.ExportedModel`) answer the same call, so stages need not know the runtime.
 """
 from __future__ import annotations
