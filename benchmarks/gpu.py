@@ -12,7 +12,8 @@ device memory, fed as indices, augmented inside the compiled train step). What d
 run``: no ``tf.data`` (off the device the images come as float arrays, augmented in the step), and
 nothing is logged to MLflow, evaluated in depth or exported. Every clock includes the XLA
 compilation of each model (``--compile-cache`` lets a second process reuse it, and says so in every
-line). Runs on a CPU too, slowly (a test runs it at smoke size).
+line). Runs on a CPU too, slowly (a test runs it at smoke size); there JAX is no faster path: on a 2-core
+AVX2 CPU it trains 0.72x TensorFlow's images/s (benchmarks/results/cpu-2core/2026-12-06-cpu-backends-gpu-path.md).
 
 With ``--set train.budget=1m`` (and ``--skip-baseline``) the ensemble is planned into the budget as
 ``mnist99 ensemble --budget`` plans it (:func:`mnist99.training.budget.plan_job`, from a probe of the
