@@ -30,7 +30,8 @@ def load_ensemble(source: str | Path) -> keras.Model | ExportedModel:
 
     Returns:
         A keras.Model, or for ``.onnx``/``.tflite`` an :class:`~mnist99.delivery.runtimes.ExportedModel`;
-        either way ``predict(uint8 (N, 28, 28), batch_size=...) -> (N, 10)`` probabilities.
+        either way ``predict(uint8 (N, 28, 28), batch_size=...) -> (N, 10)`` probabilities, and
+        ``predict_on_batch`` for one batch (:func:`mnist99.delivery.forward.predict_probs` loops it).
     Raises:
         ModelLoadError: one line naming ``source`` when it is missing, unknown to MLflow, corrupt, unsafe,
         or needs an extra that is not installed.
