@@ -201,6 +201,7 @@ def main() -> None:
     from mnist99.data import make_splits
     from mnist99.delivery.export import staged_export
     from mnist99.delivery.formats import install_hint, missing_extra
+    from mnist99.delivery.forward import predict_probs
     from mnist99.delivery.loading import load_ensemble
     from mnist99.training.devices import device_name
 
@@ -214,7 +215,7 @@ def main() -> None:
     model = load_ensemble(args.model)
     splits = make_splits(cfg.data, cfg.seed)
     images, labels = splits.x_test, splits.y_test
-    expected = np.asarray(model.predict(images, batch_size=EVAL_BATCH, verbose=0))
+    expected = predict_probs(model, images)
     summary: dict = {}
     with tempfile.TemporaryDirectory(prefix="mnist99-inference-") as tmp:
         written = [r for r in runtimes if r != "keras"]
