@@ -44,7 +44,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_speed import config_arguments  # noqa: E402
 
 from mnist99.config import Config, load_config  # noqa: E402
-from mnist99.constants import EVAL_BATCH  # noqa: E402
 
 RUNTIMES = ("keras", "saved_model", "onnx", "litert")  # export format names; "keras" is the model as loaded
 PACKAGES = ("tensorflow", "keras", "onnxruntime", "ai-edge-litert", "mlflow")
@@ -109,10 +108,6 @@ def measure(paths: dict, images: np.ndarray, args) -> dict:
     return {"images_per_s": rows[fastest]["images_per_s"], "throughput_path": fastest,
             "latency_ms_p50": rows[quickest]["latency_ms_p50"], "latency_ms_p95": rows[quickest]["latency_ms_p95"],
             "latency_path": quickest, "paths": rows}
-
-
-def in_batches(fn: Callable[[np.ndarray], np.ndarray], images: np.ndarray, batch: int = EVAL_BATCH) -> np.ndarray:
-    return np.concatenate([fn(images[i: i + batch]) for i in range(0, len(images), batch)])
 
 
 def parity(probs: np.ndarray, expected: np.ndarray, labels: np.ndarray) -> dict:
@@ -201,7 +196,7 @@ def main() -> None:
     from mnist99.data import make_splits
     from mnist99.delivery.export import staged_export
     from mnist99.delivery.formats import install_hint, missing_extra
-    from mnist99.delivery.forward import predict_probs
+    from mnist99.delivery.forward import in_batches, predict_probs
     from mnist99.delivery.loading import load_ensemble
     from mnist99.training.devices import device_name
 

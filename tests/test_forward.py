@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mnist99.delivery.forward import predict_probs
+from mnist99.delivery.forward import in_batches, predict_probs
 from mnist99.delivery.runtimes import ExportedModel
 from mnist99.errors import InputError
 
@@ -54,3 +54,16 @@ def test_an_exported_model_refuses_a_bad_batch_before_running_it():
 def test_a_batch_size_below_one_is_named():
     with pytest.raises(ValueError, match="batch_size must be at least 1, got 0"):
         predict_probs(CountingRuntime(), np.zeros((2, 28, 28), np.uint8), batch_size=0)
+
+
+def test_a_bare_call_runs_over_every_batch_in_order_as_float32():
+    seen: list[int] = []
+
+    def forward(batch: np.ndarray) -> np.ndarray:
+        seen.append(len(batch))
+        return batch.reshape(len(batch), -1)[:, :2].astype(np.float64)
+
+    images = np.arange(5 * 28 * 28).reshape(5, 28, 28).astype(np.uint8)
+    out = in_batches(forward, images, batch_size=2)
+    assert seen == [2, 2, 1] and out.dtype == np.float32
+    np.testing.assert_array_equal(out, images.reshape(5, -1)[:, :2])
