@@ -72,6 +72,28 @@ def store(tmp_path, monkeypatch, migrated_store) -> str:
 
 
 @pytest.fixture
+def released_in_between(store, monkeypatch) -> list[str]:
+    """The store's race on a registered-model mutex, once: a SQL store that finds the name taken looks it
+    up to say so, and when the holder deleted it in between, the create answers "not found"
+    (RESOURCE_DOES_NOT_EXIST; seen in CI with two exports, and with two workers for one member). The first
+    create raises that; later ones reach the store. Returns the names created, in order."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
+
+    real, calls = mlflow.MlflowClient.create_registered_model, []
+
+    def clash_then_gone(self, name, *args, **kwargs):
+        calls.append(name)
+        if len(calls) == 1:
+            raise MlflowException(f"Registered Model with name={name} not found", error_code=RESOURCE_DOES_NOT_EXIST)
+        return real(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(mlflow.MlflowClient, "create_registered_model", clash_then_gone)
+    return calls
+
+
+@pytest.fixture
 def smoke_cfg(tmp_path, store):
     """The real smoke config (real MNIST, a few hundred images), caching into tmp_path."""
     require_real_data()

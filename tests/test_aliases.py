@@ -156,25 +156,11 @@ def test_two_exports_racing_do_not_both_become_champion(store, tmp_path, monkeyp
         assert [d.alias for d in decisions] == ["champion", "champion"]
 
 
-def test_a_lock_released_while_the_store_checks_a_clash_is_taken_on_the_next_try(store, monkeypatch):
-    """A SQL store that finds the lock's name taken looks it up to say so; when the holder deleted it in
-    between, the lookup answers "not found" (RESOURCE_DOES_NOT_EXIST): seen in CI with two exports racing.
-    That means released: the next try takes the lock."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
-
-    real, calls = mlflow.MlflowClient.create_registered_model, []
-
-    def clash_then_gone(self, name, *args, **kwargs):
-        calls.append(name)
-        if len(calls) == 1:
-            raise MlflowException(f"Registered Model with name={name} not found", error_code=RESOURCE_DOES_NOT_EXIST)
-        return real(self, name, *args, **kwargs)
-
-    monkeypatch.setattr(mlflow.MlflowClient, "create_registered_model", clash_then_gone)
+def test_a_lock_released_while_the_store_checks_a_clash_is_taken_on_the_next_try(released_in_between):
+    """The store's answer "not found" to a create whose name was taken means released: the next try takes the lock."""
     with aliases.registry_lock(NAME):
         assert [m.name for m in mlflow.MlflowClient().search_registered_models()] == [NAME + aliases.LOCK_SUFFIX]
-    assert calls == [NAME + aliases.LOCK_SUFFIX] * 2 and mlflow.MlflowClient().search_registered_models() == []
+    assert released_in_between == [NAME + aliases.LOCK_SUFFIX] * 2 and mlflow.MlflowClient().search_registered_models() == []
 
 
 def test_a_lock_left_by_a_dead_holder_is_broken(store, capsys):

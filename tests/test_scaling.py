@@ -83,6 +83,29 @@ def test_a_claim_whose_heartbeat_moves_is_waited_for_never_broken(store):
     assert client.get_run(run_id).info.status == "RUNNING"
 
 
+def test_a_claim_released_while_the_store_checks_a_clash_is_taken_on_the_next_try(released_in_between):
+    """The store's answer "not found" to a create whose name was taken means released: the next try takes
+    the claim, with no wait."""
+    clock = FakeClock()
+    with claims.claimed("k4", "member 1/3", SETTINGS, clock=clock, sleep=clock.sleep) as claim:
+        assert [m.name for m in mlflow.MlflowClient().search_registered_models()] == [claim.name]
+    assert released_in_between == [claims.PREFIX + "k4"] * 2 and clock.sleeps == 0
+
+
+def test_taking_a_name_raises_what_is_not_a_clash(store, monkeypatch):
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    from mnist99.tracking import mutex
+
+    def refused(self, name, *args, **kwargs):
+        raise MlflowException(f"Invalid name {name}", error_code=INVALID_PARAMETER_VALUE)
+
+    monkeypatch.setattr(mlflow.MlflowClient, "create_registered_model", refused)
+    with pytest.raises(MlflowException, match="Invalid name x"):
+        mutex.take(mlflow.MlflowClient(), "x")
+
+
 def test_watch_is_stale_only_after_the_same_beat_for_the_whole_period():
     clock = FakeClock()
     watch = claims.Watch(10.0, clock)

@@ -4,10 +4,9 @@ Why a lock: the gate reads the current champion, compares, then sets an alias. T
 at once would otherwise both read the same old champion, both beat it and both set ``champion``: the
 later write wins, while the other export has already told its user that it is the champion (and the
 winner may be the worse of the two, since neither compared with the other). MLflow has no conditional
-alias update, so the whole read-compare-set runs under a mutex kept in the registry itself: creating a
-registered model is atomic (the name is the primary key of the SQLite/PostgreSQL/MySQL table, and a
-tracking server answers RESOURCE_ALREADY_EXISTS), so ``<name>.champion-lock`` exists exactly while
-one process holds the lock. That holds for every store mnist99 writes to, a local SQLite file as well
+alias update, so the whole read-compare-set runs under a mutex kept in the registry itself, a registered
+model (:mod:`mnist99.tracking.mutex`): ``<name>.champion-lock`` exists exactly while one process holds
+the lock. That holds for every store mnist99 writes to, a local SQLite file as well
 as a tracking server shared by several machines, where a file lock would not be seen.
 
 The holder deletes the lock when it leaves, on errors and Ctrl-C/SIGTERM too. A lock left behind by a
@@ -28,6 +27,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 
 from mnist99.delivery.promotion import CHALLENGER, CHAMPION, Decision, Promote, Standing, decide
+from mnist99.tracking.mutex import take
 from mnist99.tracking.queries import validated_on
 
 VAL_ACCURACY_TAG = "mnist99.val_accuracy"  # on a registered version: the val_accuracy of the run it exports
@@ -91,16 +91,8 @@ def registry_lock(name: str, stale_after_s: float = STALE_AFTER_S) -> Iterator[N
     holder = f"held by pid {os.getpid()} on {socket.gethostname()} while it sets {name}@{CHAMPION}"
     seen: tuple[int, float] | None = None  # (the lock's creation time: which holder, when this process first saw it)
     while True:
-        try:
-            client.create_registered_model(lock, description=f"{holder}; delete it if no mnist99 export is running")
+        if take(client, lock, description=f"{holder}; delete it if no mnist99 export is running") is not None:
             break
-        except MlflowException as exc:
-            # A SQL store that finds the name taken looks the model up to say so; if its holder deleted it
-            # in between, that lookup answers RESOURCE_DOES_NOT_EXIST: released, so try again at once.
-            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-                continue
-            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise
         try:
             created = client.get_registered_model(lock).creation_timestamp
         except MlflowException:  # released in between: try again at once

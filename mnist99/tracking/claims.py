@@ -1,9 +1,8 @@
 """Claims: which process trains a member, held in the MLflow registry so that processes on any
 machine sharing a tracking server see them.
 
-MLflow has no compare-and-set, but creating a registered model is atomic (the name is the primary
-key of the SQLite/PostgreSQL/MySQL table; a tracking server answers RESOURCE_ALREADY_EXISTS), the
-same primitive as the champion lock (:mod:`mnist99.tracking.aliases`). ``mnist99.claim-<cache key>``
+A claim is a registered model used as a mutex (:mod:`mnist99.tracking.mutex`), as the champion lock
+is (:mod:`mnist99.tracking.aliases`). ``mnist99.claim-<cache key>``
 exists exactly while one process trains that member; a second process for the same member waits,
 then finds the FINISHED run and reuses it.
 
@@ -27,6 +26,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 
 from mnist99.config import ClaimConfig
+from mnist99.tracking.mutex import take
 
 PREFIX = "mnist99.claim-"
 HEARTBEAT_TAG = "mnist99.heartbeat"  # on the claim: a counter the holder's thread advances
@@ -87,13 +87,9 @@ def claimed(key: str, label: str, settings: ClaimConfig, clock: Callable[[], flo
     tags = {HEARTBEAT_TAG: "0", HOLDER_TAG: f"{socket.gethostname()}:{os.getpid()}"}
     watch, said = Watch(settings.stale, clock), False
     while True:
-        try:
-            made = client.create_registered_model(name, tags=tags,
-                                                  description=f"trained by {holder}")
+        made = take(client, name, tags=tags, description=f"trained by {holder}")
+        if made is not None:
             break
-        except MlflowException as exc:
-            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise
         try:
             held = client.get_registered_model(name)
         except MlflowException:  # released in between: try again at once
