@@ -64,13 +64,18 @@ def log_config(cfg: Config) -> None:
     mlflow.log_text(to_yaml(cfg), "config.yaml")
 
 
+# How each SQL store words a dataset inserted by another process first (PostgreSQL, SQLite, others).
+DUPLICATE_DATASET = ("duplicate key", "UNIQUE constraint failed", "already exists")
+
+
 def _log_input(dataset, context: str, attempts: int = 3) -> None:
     """``mlflow.log_input``, again when another process logged the same dataset at the same moment.
 
-    A tracking server inserts a dataset new to the experiment without checking again under a lock, so
-    members started at once against a server on PostgreSQL race there ("duplicate key value violates
-    unique constraint dataset_pk") and the loser's whole request is rolled back. Its second try finds the
-    winner's dataset and only links it to its run.
+    MLflow's SQL store inserts a dataset new to the experiment without checking again under a lock, so
+    processes started at once on one store race there: members against a server on PostgreSQL
+    ("duplicate key value violates unique constraint dataset_pk"), two stages on one SQLite file ("UNIQUE
+    constraint failed: datasets.experiment_id, ..."). The loser's whole request is rolled back; its
+    second try finds the winner's dataset and only links it to its run.
     """
     import time
 
@@ -79,7 +84,7 @@ def _log_input(dataset, context: str, attempts: int = 3) -> None:
             mlflow.log_input(dataset, context=context)
             return
         except mlflow.exceptions.MlflowException as exc:
-            if attempt == attempts or "duplicate key" not in str(exc) and "already exists" not in str(exc):
+            if attempt == attempts or not any(marker in str(exc) for marker in DUPLICATE_DATASET):
                 raise
             time.sleep(0.2 * attempt)
 
