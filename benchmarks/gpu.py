@@ -121,8 +121,8 @@ def probe(cfg: Config, data: dict, warm_start: bool = False) -> budget.Speed:
     n_val, n_eval = timed_images(len(x_val))  # one validation batch: fit validates at the training batch size
     if warm_start:
         n_val = min(len(x_val), batch + len(x_val) % batch)  # a full batch, then a partial one
-    speed = time_fit(cfg, wrapped, train, (x_val[:n_val], y_val[:n_val]),
-                     {"x": x_val[:n_eval], "y": y_val[:n_eval], "batch_size": EVAL_BATCH}, n_eval, n_val, began)
+    speed = time_fit(cfg, wrapped, train, (x_val[:n_val], y_val[:n_val]), data["x_val"][:n_eval], n_val, began,
+                     net=net_of(wrapped))
     if not warm_start:
         return speed
     scoring = [images[:EVAL_BATCH + len(images) % EVAL_BATCH] for images in (data["x_val"], data["x_test"])]

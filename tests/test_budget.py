@@ -711,3 +711,44 @@ def test_members_that_differ_only_in_seed_and_epochs_share_one_probe():
     speeds = measure_speeds(members, measure)
     assert [cfg.seed for cfg in timed] == [1, 3]  # the second member's net is the first's: not timed again
     assert speeds[0] is speeds[1] and speeds[2].step_seconds == 0.02
+
+
+def test_the_probe_times_forward_passes_through_the_stages_call_and_counts_their_tracing_in_the_start():
+    """``image_seconds`` is the rate of :func:`~mnist99.delivery.forward.predict_probs` (the stages' scoring call)
+    on the net it is given; the first batch's tracing goes to ``start_seconds``."""
+    from mnist99.constants import EVAL_BATCH
+    from mnist99.training.probe import time_fit
+
+    clock = {"now": 0.0}
+
+    def tick() -> float:
+        clock["now"] += 0.001
+        return clock["now"]
+
+    class Net:  # forward passes that cost 1 ms an image on the clock, the first call ``tracing`` s more
+        def __init__(self, tracing: float) -> None:
+            self.tracing, self.calls = tracing, 0
+
+        def predict_on_batch(self, images):
+            self.calls += 1
+            clock["now"] += 0.001 * len(images) + (self.tracing if self.calls == 1 else 0.0)
+            return np.zeros((len(images), 10), np.float32)
+
+    cfg = load_config([SMOKE], ["train.optimizer.ema=null"])  # the fit's callbacks, for a plain compiled model
+    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")])
+    model.compile(optimizer="sgd", loss="categorical_crossentropy")
+    x, y = np.zeros((64 * 30, 28, 28, 1), np.float32), np.eye(10, dtype=np.float32)[np.arange(64 * 30) % 10]
+
+    def train(steps: int) -> tuple[dict, int]:
+        return {"x": x[:steps * 64], "y": y[:steps * 64], "batch_size": 64}, steps
+
+    def probed(net: Net) -> Speed:
+        clock["now"] = 0.0
+        return time_fit(cfg, model, train, (x[:64], y[:64]), np.zeros((3000, 28, 28, 1), np.float32), val_images=64,
+                        began=0.0, clock=tick, net=net)
+
+    traced, untraced = Net(tracing=5.0), Net(tracing=0.0)
+    speed, plain = probed(traced), probed(untraced)
+    batches = -(-3000 // EVAL_BATCH)
+    assert speed.image_seconds == pytest.approx(0.001, rel=0.01) and traced.calls == 1 + batches  # traced on 1, then timed
+    assert speed.start_seconds - plain.start_seconds == pytest.approx(5.0, abs=0.1)

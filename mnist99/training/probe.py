@@ -6,17 +6,18 @@ batch, augmentation and data placement. It costs a few seconds a distinct net, c
 """
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 
 from mnist99.config import Config
 from mnist99.constants import EVAL_BATCH
 from mnist99.data import Splits
+from mnist99.data.model_input import to_model_input
+from mnist99.delivery.forward import predict_probs
 from mnist99.training.budget import Clock, Speed
 from mnist99.training.callbacks import StepClock
 
-TIMED_EVAL_BATCHES = 4  # forward passes at the evaluation batch (2,048 images), once the evaluation step is traced
+TIMED_EVAL_BATCHES = 4  # forward passes at the evaluation batch (2,048 images), once the predict step is traced
 
 
 def measure_speed(cfg: Config, splits: Splits, clock: Clock = time.time) -> Speed:
@@ -26,15 +27,14 @@ def measure_speed(cfg: Config, splits: Splits, clock: Clock = time.time) -> Spee
 
     began = clock()
     setup = set_up(cfg, splits)
-    batches = min(TIMED_EVAL_BATCHES, math.ceil(len(splits.y_val) / EVAL_BATCH))
 
     def train(steps: int) -> tuple[dict, int]:
         taken = setup.train_ds.take(steps)
         return {"x": taken}, int(taken.cardinality())
 
     val_images, eval_images = timed_images(len(splits.y_val))
-    return time_fit(cfg, setup.fitted, train, setup.val_ds.take(1), {"x": setup.val_ds.take(batches)},
-                    eval_images=eval_images, val_images=val_images, began=began, clock=clock)
+    return time_fit(cfg, setup.fitted, train, setup.val_ds.take(1), to_model_input(splits.x_val[:eval_images]),
+                    val_images=val_images, began=began, clock=clock, net=setup.model)
 
 
 def timed_images(n_val: int) -> tuple[int, int]:
@@ -43,17 +43,24 @@ def timed_images(n_val: int) -> tuple[int, int]:
     return min(n_val, EVAL_BATCH), min(n_val, TIMED_EVAL_BATCHES * EVAL_BATCH)
 
 
-def time_fit(cfg: Config, model, train: Callable[[int], tuple[dict, int]], validation, evaluation: dict,
-             eval_images: int, val_images: int, began: float, clock: Clock = time.time) -> Speed:
-    """Fit a compiled ``model`` for two short epochs, then time ``evaluation``: a :class:`Speed`.
+def time_fit(cfg: Config, model, train: Callable[[int], tuple[dict, int]], validation, evaluation,
+             val_images: int, began: float, clock: Clock = time.time, net=None) -> Speed:
+    """Fit a compiled ``model`` for two short epochs, then time forward passes of ``net`` (default: ``model``)
+    over ``evaluation``: a :class:`Speed`.
 
     ``train(steps)`` gives ``fit``'s input arguments for about ``steps`` training steps and the steps they
     hold (a ``tf.data`` pipeline, or arrays and a batch size: any Keras backend); ``validation`` is one
-    batch of ``val_images``; ``evaluation``, ``evaluate``'s input arguments for ``eval_images`` images.
+    batch of ``val_images``; ``evaluation``, model inputs (float digits) for the forward passes. Those run
+    through :func:`~mnist99.delivery.forward.predict_probs`, the call with which the stages score members
+    and ensembles, so ``image_seconds`` is the rate they get: on a 2-core CPU 8,600 images/s (median of 8)
+    against the stages' 9,000, where ``model.evaluate`` over the same 2,048 digits read 7,500 and once, in a
+    5-minute job, half the stages' rate, pricing what follows its member at 99 s where it took ~50 s
+    (2026-12-06-probe-forward-rates.md). Its first batch traces the predict step, as each member's first
+    scoring does; that is timed apart and counted in ``start_seconds``.
     The first epoch's steps after the first few give ``step_seconds``; the second epoch, whole and
     steady, gives ``epoch_seconds`` (its time beyond steps and validation) and, subtracted from all
     that came before it since ``began``, ``start_seconds``: what each member pays again before its steps are
-    steady (building, compiling, tracing the training and evaluation steps).
+    steady (building, compiling, tracing the training, evaluation and predict steps).
     """
     import keras
 
@@ -66,13 +73,17 @@ def time_fit(cfg: Config, model, train: Callable[[int], tuple[dict, int]], valid
                                            on_epoch_end=lambda epoch, logs: marks.append(clock()))
     model.fit(**fit_input, validation_data=validation, epochs=2, verbose=0, shuffle=False,
               callbacks=[*standard_callbacks(cfg, timer), edges])  # last: its epoch spans the others'
+    forward = model if net is None else net
+    fitted = clock()
+    predict_probs(forward, evaluation[:EVAL_BATCH])  # traces the predict step
     traced = clock()
-    model.evaluate(**evaluation, verbose=0)
-    image_seconds = (clock() - traced) / eval_images
+    predict_probs(forward, evaluation)
+    image_seconds = (clock() - traced) / len(evaluation)
+    tracing = traced - fitted - min(len(evaluation), EVAL_BATCH) * image_seconds
     steady = marks[3] - marks[2]
     beyond = steady - steps * timer.step_seconds - val_images * image_seconds
-    return Speed(timer.step_seconds, start_seconds=max(marks[1] - began - steady, 0.0), image_seconds=image_seconds,
-                 epoch_seconds=max(beyond, 0.0))
+    return Speed(timer.step_seconds, start_seconds=max(marks[1] - began - steady + tracing, 0.0),
+                 image_seconds=image_seconds, epoch_seconds=max(beyond, 0.0))
 
 
 def measure_speeds(cfgs: Sequence[Config], measure: Callable[[Config], Speed]) -> list[Speed]:
