@@ -1,4 +1,5 @@
 """Export and loading: all-or-nothing files, the registered MLflow model, identical reloads, bad sources refused."""
+import os
 import subprocess
 import sys
 
@@ -129,6 +130,34 @@ def test_load_errors_name_the_source(cfg, tmp_path, tiny_members):
             load_ensemble(source)
         message = str(err.value)
         assert source in message and reason in message and "\n" not in message, message
+
+
+README_LOAD = ("import numpy as np, mnist99\n"
+               "model = mnist99.load_ensemble('models:/mnist99-ensemble@champion')\n"
+               "print(model.predict(np.zeros((2, 28, 28), 'uint8'), verbose=0).shape)")
+
+
+def test_a_new_python_session_loads_the_champion_where_the_job_ran(cfg, tiny_members, tmp_path):
+    """The README's Python API typed in a fresh interpreter, no MLFLOW_TRACKING_URI: it reads the store the
+    commands wrote (./mlruns/mlflow.db), not MLflow's default ./mlflow.db; in a folder with no store it
+    fails in one line naming where it looked, and creates nothing there."""
+    from mnist99.stages import export
+
+    export.export_run(cfg, log_run(cfg, "ensemble", combine(tiny_members, [0.5, 0.5])))
+    assert (tmp_path / "mlruns" / "mlflow.db").is_file()  # the store fixture's path: the commands' default
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {"PYTHONPATH": str(ROOT)}
+    loaded = subprocess.run([sys.executable, "-c", README_LOAD], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, check=False)
+    assert loaded.returncode == 0 and loaded.stdout.strip().endswith("(2, 10)"), loaded.stderr[-2000:]
+    assert not (tmp_path / "mlflow.db").exists()
+    empty = tmp_path / "elsewhere"
+    empty.mkdir()
+    refused = subprocess.run([sys.executable, "-c", README_LOAD], cwd=empty, env=env, capture_output=True,
+                             text=True, check=False)
+    expected = (f"ModelLoadError: cannot fetch models:/mnist99-ensemble@champion: no MLflow store at "
+                f"{empty / 'mlruns' / 'mlflow.db'}")
+    assert refused.returncode != 0 and expected in refused.stderr, refused.stderr[-2000:]
+    assert list(empty.iterdir()) == []
 
 
 def test_load_ensemble_is_exported_lazily():

@@ -66,12 +66,16 @@ def test_champion_served_by_alias_answers_like_the_in_memory_ensemble(tmp_path, 
     expected = ensemble.predict(digits, verbose=0)
 
     port = free_port()
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    # The README's command where the job ran: the store named relative to that folder (MLflow's own default,
+    # ./mlflow.db, is not the commands' store)
+    assert (tmp_path / "mlruns" / "mlflow.db").is_file()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+           "MLFLOW_TRACKING_URI": "sqlite:///mlruns/mlflow.db"}
     log = tmp_path / "serve.log"
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "models", "serve", "-m", out["serve_uri"], "--env-manager", "local",
          "-h", "127.0.0.1", "-p", str(port)],
-        env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+        env=env, cwd=tmp_path, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_for_ping(server, f"http://127.0.0.1:{port}/ping", START_TIMEOUT_S, log)
         request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations",

@@ -7,13 +7,19 @@ import mlflow
 
 from mnist99.errors import ModelLoadError, first_line
 from mnist99.tracking.keys import CACHE_KEY_TAG
+from mnist99.tracking.store import use_default_store_unless_chosen
 
 
 def download(uri: str) -> Path:
     """The local path of an MLflow URI (``runs:/<id>/<path>``, ``models:/<name>/<version|latest>``).
 
-    Raises ModelLoadError naming the URI when MLflow cannot resolve it (unknown run, model or version).
+    Raises ModelLoadError naming the URI when MLflow cannot resolve it (unknown run, model or version), or
+    when no store was chosen and ``./mlruns`` holds none (:func:`~mnist99.tracking.store.use_default_store_unless_chosen`).
     """
+    missing = use_default_store_unless_chosen()
+    if missing is not None:
+        raise ModelLoadError(f"cannot fetch {uri}: no MLflow store at {missing} (load it where `mnist99 run` ran, "
+                             "or set MLFLOW_TRACKING_URI)")
     try:
         return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
     except (mlflow.exceptions.MlflowException, OSError) as exc:

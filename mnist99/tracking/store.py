@@ -28,7 +28,32 @@ def tracking_uri(cfg: Config) -> str:
         return cfg.tracking.uri
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
+    return default_uri()
+
+
+def default_uri() -> str:
+    """SQLite in ``./mlruns``: the store every ``mnist99`` command uses unless told otherwise."""
     return f"sqlite:///{(DEFAULT_STORE / 'mlflow.db').resolve()}"
+
+
+def use_default_store_unless_chosen() -> Path | None:
+    """Point a Python session that chose no store at ``./mlruns/mlflow.db`` before it resolves a ``runs:/``
+    or ``models:/`` URI, as the commands do.
+
+    MLflow's own default is ``./mlflow.db``, which it would create empty, so ``mnist99.load_ensemble(
+    "models:/mnist99-ensemble@champion")`` typed where ``mnist99 run`` ran would find no model and leave a
+    stray database. A URI the user chose (``$MLFLOW_TRACKING_URI``, ``mlflow.set_tracking_uri``) wins.
+
+    Returns the path of the store it looked for when the folder holds none (creating nothing, MLflow left
+    as it was), else None.
+    """
+    if mlflow.tracking.is_tracking_uri_set():
+        return None
+    uri = default_uri()
+    if not _sqlite_path(uri).is_file():
+        return _sqlite_path(uri)
+    point_mlflow_at(uri)
+    return None
 
 
 def artifact_root(uri: str) -> str | None:
