@@ -28,12 +28,12 @@ def tracking_uri(cfg: Config) -> str:
         return cfg.tracking.uri
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
-    return default_uri()
+    return f"sqlite:///{default_path()}"
 
 
-def default_uri() -> str:
-    """SQLite in ``./mlruns``: the store every ``mnist99`` command uses unless told otherwise."""
-    return f"sqlite:///{(DEFAULT_STORE / 'mlflow.db').resolve()}"
+def default_path() -> Path:
+    """``./mlruns/mlflow.db``, absolute: the SQLite store every ``mnist99`` command uses unless told otherwise."""
+    return (DEFAULT_STORE / "mlflow.db").resolve()
 
 
 def use_default_store_unless_chosen() -> Path | None:
@@ -49,10 +49,10 @@ def use_default_store_unless_chosen() -> Path | None:
     """
     if mlflow.tracking.is_tracking_uri_set():
         return None
-    uri = default_uri()
-    if not _sqlite_path(uri).is_file():
-        return _sqlite_path(uri)
-    point_mlflow_at(uri)
+    path = default_path()
+    if not path.is_file():
+        return path
+    point_mlflow_at(f"sqlite:///{path}")
     return None
 
 
