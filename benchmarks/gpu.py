@@ -59,7 +59,13 @@ from mnist99.training.batchnorm import refresh_statistics
 from mnist99.training.callbacks import BudgetDeadline
 from mnist99.training.devices import device_name
 from mnist99.training.probe import measure_speeds, time_fit, timed_images
-from mnist99.training.recipe import compile_model, configure_runtime, resolve_data_on_device, standard_callbacks
+from mnist99.training.recipe import (
+    compile_model,
+    configure_runtime,
+    resolve_data_on_device,
+    standard_callbacks,
+    training_precision,
+)
 
 
 def build_member(cfg: Config, data: dict, stretchable: bool = False) -> tuple[keras.Model, np.ndarray, np.ndarray, bool]:
@@ -71,12 +77,13 @@ def build_member(cfg: Config, data: dict, stretchable: bool = False) -> tuple[ke
     configure_runtime(cfg)
     images = data["images"]  # uint8, the train images then the validation ones
     on_device = resolve_data_on_device(cfg.train.data_on_device, images.nbytes)
-    wrapped = build_augmented_net(cfg, build_model(cfg.model), images if on_device else None)
     n_train = len(data["y_train"])
     # With the images on the device the wrapped model takes indices: train ones, then validation ones.
     x, x_val = (np.arange(n_train), np.arange(n_train, len(images))) if on_device else (data["x_train"], data["x_val"])
     steps = math.ceil(n_train / cfg.train.batch_size)  # fit's steps an epoch
-    compile_model(cfg, steps, jit_compile=True, model=wrapped, stretchable=stretchable)
+    with training_precision(cfg):
+        wrapped = build_augmented_net(cfg, build_model(cfg.model), images if on_device else None)
+        compile_model(cfg, steps, jit_compile=True, model=wrapped, stretchable=stretchable)
     return wrapped, x, x_val, on_device
 
 

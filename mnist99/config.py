@@ -259,8 +259,8 @@ class TrainConfig(Section):
     # fit (mnist99.training.batchnorm); 0: off
     batchnorm_refresh: int = Field(ge=0, le=100000)
     deterministic: bool  # TF op determinism: reproducible bits, slower
-    # true: mixed_float16 (GPUs); bfloat16: mixed_bfloat16 (CPUs with AVX512-BF16/AMX); the softmax stays
-    # float32 either way
+    # true: mixed_float16 (GPUs); bfloat16: mixed_bfloat16 (CPUs with AVX512-BF16/AMX). Training only: the
+    # softmax stays float32, and what is scored, saved and exported computes in float32 (mnist99.models.precision)
     mixed_precision: bool | Literal["bfloat16"]
     jit_compile: Literal["auto"] | bool  # auto: XLA on a GPU only (on a CPU it slows these nets)
     strategy: Literal["auto", "mirrored", "none"]

@@ -116,12 +116,12 @@ def test_a_killed_fit_with_data_on_device_resumes_from_its_backup(tiny_splits, t
 def test_a_mixed_float16_net_behind_its_float32_wrapper_trains_with_loss_scaling(tiny_splits, mixed):
     """Keras adds loss scaling only for a model whose own policy is mixed_float16; the wrapper is float32,
     so compile_model adds it: unscaled float16 gradients underflow."""
-    from mnist99.training.recipe import compile_model, configure_runtime
+    from mnist99.models import build_model
+    from mnist99.training.recipe import compile_model, configure_runtime, training_precision
 
     cfg = load_config([], TINY + [f"train.mixed_precision={mixed}"])
     configure_runtime(cfg)
-    from mnist99.models import build_model
-
-    wrapped = compile_model(cfg, 1, model=build_augmented_net(cfg, build_model(cfg.model), tiny_splits.x_train))
+    with training_precision(cfg):
+        wrapped = compile_model(cfg, 1, model=build_augmented_net(cfg, build_model(cfg.model), tiny_splits.x_train))
     scaled = isinstance(wrapped.optimizer, keras.optimizers.LossScaleOptimizer)
     assert scaled is mixed and wrapped.net.optimizer is wrapped.optimizer

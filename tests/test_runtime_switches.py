@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 
 from mnist99.config import load_config
+from mnist99.models.precision import mixed_layers
+from mnist99.training.augmented_net import net_of
 from mnist99.training.fit import distribution_strategy, train_model
 from mnist99.training.recipe import resolve_data_on_device, resolve_jit
 
@@ -24,12 +26,19 @@ def test_mixed_precision_and_xla_train_a_step(tiny_splits, mixed, jit):
     cfg = load_config([], ["model.width=4", "model.depth=1", "train.epochs=1", "train.batch_size=50",
                            f"train.mixed_precision={mixed}", f"train.jit_compile={jit}", "train.verbose=0",
                            "augment.enabled=false"])
-    result = train_model(cfg, tiny_splits)
+    seen = {}
+
+    class Dtypes(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            seen["fit"] = {layer.compute_dtype for layer in net_of(self.model).layers}
+
+    result = train_model(cfg, tiny_splits, callbacks=[Dtypes()])
     assert np.isfinite(result.history["loss"][0])
     assert result.model.output.dtype == "float32"  # softmax stays float32 under mixed_float16
-    if mixed:
+    if mixed:  # trained in 16 bits, handed back (to be scored, saved, exported) in float32
         half = "bfloat16" if mixed == "bfloat16" else "float16"
-        assert any(layer.compute_dtype == half for layer in result.model.layers)
+        assert half in seen["fit"] and mixed_layers(result.model) == []
+    assert keras.mixed_precision.global_policy().name == "float32"  # the policy does not outlive the build
     probs = result.model.predict(tiny_splits.x_val[:4, ..., None] / 255.0, verbose=0)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-3)
 

@@ -21,7 +21,7 @@ def test_prepare_then_train_log_everything(smoke_cfg, store, capsys):
     assert run.info.run_name == "train-rescnn-adamw-s1"
     assert run.data.tags["mnist99.stage"] == "train"
     assert run.data.tags["mnist99.model"] == "rescnn"
-    assert run.data.tags["mnist99.optimizer"] == "adamw"
+    assert run.data.tags["mnist99.optimizer"] == "adamw" and run.data.tags["mnist99.precision"] == "float32"
     from mnist99.training.devices import has_gpu
 
     assert run.data.tags["mnist99.data_on_device"] == str(has_gpu()).lower()  # what `auto` chose here

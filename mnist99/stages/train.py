@@ -141,10 +141,11 @@ def train_in_run(cfg: Config, splits: Splits, nested: bool = False, name: str | 
     """
     from mnist99.training import diagnostics
     from mnist99.training.fit import train_model
+    from mnist99.training.recipe import precision_policy
 
     key = key or tracking.cache_key("train", cfg, splits.digest)
     tags = {"mnist99.model": cfg.model.name, "mnist99.optimizer": cfg.train.optimizer.name,
-            tracking.CACHE_KEY_TAG: key, **(tags or {})}
+            "mnist99.precision": precision_policy(cfg.train.mixed_precision), tracking.CACHE_KEY_TAG: key, **(tags or {})}
     ckpt = resume.checkpoint_dir(cfg, key)
     resumed = tracking.unfinished_run(resume.pending_run_id(ckpt))
     with tracking.stage_run(cfg, "train", name or run_name(cfg), tags=tags, nested=nested, run_id=resumed) as active:

@@ -20,6 +20,7 @@ from keras import ops
 from mnist99.config import Config
 from mnist99.data.augment import build_augmenter
 from mnist99.data.model_input import to_model_input
+from mnist99.models.precision import global_policy
 
 
 class DeviceImages(keras.layers.Layer):
@@ -74,12 +75,8 @@ def build_augmented_net(cfg: Config, net: keras.Model, images: np.ndarray | None
     their JAX ops do compile, so under JAX they are marked jittable. Under TensorFlow Keras then
     trains the wrapped model without XLA (it says so).
     """
-    policy = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("float32")
-    try:
+    with global_policy("float32"):
         augmenter = build_augmenter(cfg.augment, cfg.seed)
-    finally:
-        keras.mixed_precision.set_global_policy(policy)
     if augmenter is not None and keras.config.backend() == "jax":
         # the Sequential's layers and those a ComposedAffine (augment.compose) draws from
         for layer in augmenter.layers + [inner for outer in augmenter.layers for inner in getattr(outer, "composed", [])]:

@@ -15,11 +15,18 @@ from mnist99.data import Splits
 from mnist99.data.augment import build_augmenter
 from mnist99.data.batches import make_dataset, make_index_dataset
 from mnist99.models import build_model
+from mnist99.models.precision import in_float32
 from mnist99.training.augmented_net import build_augmented_net
 from mnist99.training.batchnorm import refresh_statistics
 from mnist99.training.callbacks import AtomicBackupAndRestore, EpochLine, TimeToAccuracy
 from mnist99.training.devices import gpu_names
-from mnist99.training.recipe import compile_model, configure_runtime, resolve_data_on_device, standard_callbacks
+from mnist99.training.recipe import (
+    compile_model,
+    configure_runtime,
+    resolve_data_on_device,
+    standard_callbacks,
+    training_precision,
+)
 
 
 @dataclass
@@ -66,13 +73,13 @@ def fit_datasets(cfg: Config, splits: Splits, on_device: bool) -> tuple[tf.data.
 
 
 def set_up(cfg: Config, splits: Splits) -> Setup:
-    """Runtime (seeds, precision policy), data placement, datasets, the net and the compiled model that fits:
-    everything before ``fit``, shared by :func:`train_model` and ``benchmarks/input_bound.py``."""
+    """Runtime (seeds; the precision policy while the net is built), data placement, datasets, the net and
+    the compiled model that fits: everything before ``fit``, shared by :func:`train_model` and ``benchmarks/input_bound.py``."""
     configure_runtime(cfg)
     tcfg = cfg.train
     on_device = resolve_data_on_device(tcfg.data_on_device, splits.x_train.nbytes + splits.x_val.nbytes)
     train_ds, val_ds = fit_datasets(cfg, splits, on_device)
-    with distribution_strategy(tcfg.strategy).scope():
+    with distribution_strategy(tcfg.strategy).scope(), training_precision(cfg):
         model = build_model(cfg.model)
         wrapped = build_augmented_net(cfg, model, np.concatenate([splits.x_train, splits.x_val])) if on_device else model
         compile_model(cfg, int(train_ds.cardinality()), model=wrapped)
@@ -118,6 +125,10 @@ def train_model(cfg: Config, splits: Splits, callbacks: list[keras.callbacks.Cal
     train_seconds = time.perf_counter() - start
     if tcfg.batchnorm_refresh:  # the kept weights' own statistics, before anything scores them
         refresh_statistics(model, splits.x_train, tcfg.batchnorm_refresh, tcfg.batch_size, cfg.seed)
+    kept = in_float32(model)  # scored, saved and exported in float32, whatever policy trained it
+    if kept is not model:  # with the loss, metrics and optimiser it trained with (its state saves with it)
+        kept.compile(optimizer=model.optimizer, loss=model.loss, metrics=["accuracy"])
+    model = kept
     hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
     val_loss, val_acc = model.evaluate(make_dataset(splits.x_val, splits.y_val, EVAL_BATCH), verbose=0)
     test_loss, test_acc = model.evaluate(make_dataset(splits.x_test, splits.y_test, EVAL_BATCH), verbose=0)

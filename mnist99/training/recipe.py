@@ -5,11 +5,14 @@ Kept free of TensorFlow so that every Keras backend trains the same recipe: :mod
 """
 from __future__ import annotations
 
+import contextlib
+
 import keras
 
 from mnist99.config import Config
 from mnist99.errors import ConfigError
 from mnist99.models import build_model
+from mnist99.models.precision import global_policy
 from mnist99.training.augmented_net import net_of
 from mnist99.training.devices import has_gpu
 from mnist99.training.optimizers import build_optimizer
@@ -21,13 +24,21 @@ def precision_policy(setting: bool | str) -> str:
 
 
 def configure_runtime(cfg: Config) -> None:
-    """Seeds, op determinism (TensorFlow only) and the mixed-precision policy, set before any model is built."""
+    """Seeds and op determinism (TensorFlow only), set before any model is built."""
     keras.utils.set_random_seed(cfg.seed)
     if cfg.train.deterministic and keras.config.backend() == "tensorflow":
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
-    keras.mixed_precision.set_global_policy(precision_policy(cfg.train.mixed_precision))
+
+
+def training_precision(cfg: Config) -> contextlib.AbstractContextManager[None]:
+    """``train.mixed_precision``'s policy while the net to train is built and compiled; the previous one after.
+
+    The net keeps the policy through its fit; left set, it would make every later layer of the process
+    compute in 16 bits (the evaluation's corruptions, a user's own models).
+    """
+    return global_policy(precision_policy(cfg.train.mixed_precision))
 
 
 def resolve_jit(setting: str | bool) -> bool | str:

@@ -15,7 +15,7 @@ from mnist99.config import Config
 from mnist99.data import Splits
 from mnist99.errors import ConfigError
 from mnist99.training.fit import fit_datasets
-from mnist99.training.recipe import compile_model, configure_runtime
+from mnist99.training.recipe import compile_model, configure_runtime, training_precision
 from mnist99.tuning.space import project_name, trial_config
 from mnist99.tuning.timeouts import OnTimeout, TrialHeartbeat, with_trial_timeout
 from mnist99.tuning.tuners import TUNERS
@@ -35,7 +35,8 @@ class ConfigHyperModel(keras_tuner.HyperModel):
     def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
         cfg = trial_config(self.cfg, hp)
         configure_runtime(cfg)
-        return compile_model(cfg, steps_per_epoch=math.ceil(self.train_size / cfg.train.batch_size))
+        with training_precision(cfg):
+            return compile_model(cfg, steps_per_epoch=math.ceil(self.train_size / cfg.train.batch_size))
 
     def fit(self, hp: keras_tuner.HyperParameters, model: keras.Model, splits: Splits,
             callbacks: list[keras.callbacks.Callback] | None = None, epochs: int | None = None,
