@@ -52,6 +52,7 @@ from mnist99.data.model_input import to_model_input
 from mnist99.delivery.ensemble import combine, member_plan, score, shift_averaged
 from mnist99.errors import ConfigError
 from mnist99.models import build_model
+from mnist99.models.precision import in_float32
 from mnist99.reports.metrics import accuracy
 from mnist99.training import budget
 from mnist99.training.augmented_net import build_augmented_net, net_of
@@ -100,7 +101,8 @@ def train_member(cfg: Config, data: dict, every_steps: int, extra: Sequence[kera
     n_train = len(data["y_train"])
     refresh_statistics(wrapped.net, data["images"][:n_train], cfg.train.batchnorm_refresh, cfg.train.batch_size, cfg.seed)
     epochs = len(history.epoch)
-    return wrapped.net, {**timing(to99), "train_seconds": seconds, "epochs_run": epochs,
+    # Scored and combined as the ensemble stage does: a member trained under a mixed policy as its float32 twin.
+    return in_float32(wrapped.net), {**timing(to99), "train_seconds": seconds, "epochs_run": epochs,
                          "data_on_device": on_device,
                          "train_images_per_second": n_train * epochs / seconds}
 
@@ -136,7 +138,7 @@ def probe(cfg: Config, data: dict, warm_start: bool = False) -> budget.Speed:
 
     def score(model: keras.Model) -> None:  # a member's scoring (main): a full batch, then its split's last one
         for images in scoring:
-            net_of(model).predict(images, batch_size=EVAL_BATCH, verbose=0)
+            in_float32(net_of(model)).predict(images, batch_size=EVAL_BATCH, verbose=0)
 
     score(wrapped)
     began = time.time()

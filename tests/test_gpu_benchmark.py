@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import keras
+import numpy as np
 import pytest
 
 from tests.conftest import require_real_data, run_benchmark_main
@@ -179,3 +180,26 @@ def test_a_budgets_probe_compiles_every_step_its_members_run_whatever_their_epoc
     assert int(count) == 7
     assert same == "True"  # the members compiled nothing more
     assert float(warm) < float(cold) / 3
+
+
+def test_gpu_benchmark_scores_a_mixed_precision_member_as_its_float32_twin():
+    """As the ensemble stage does: a member trained under a mixed policy is scored and combined in float32."""
+    import importlib
+
+    from mnist99.config import load_config
+    from mnist99.models.precision import mixed_layers
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(ROOT / "benchmarks"))
+        gpu = importlib.import_module("gpu")
+    cfg = load_config([], ["model.width=4", "model.depth=1", "train.epochs=1", "train.batch_size=16",
+                           "train.mixed_precision=bfloat16", "train.verbose=0", "train.batchnorm_refresh=0"])
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (48, 28, 28), dtype=np.uint8)
+    labels = keras.utils.to_categorical(rng.integers(0, 10, 48), 10)
+    data = {"images": images, "x_train": images[:32, ..., None] / 255.0, "y_train": labels[:32],
+            "x_val": images[32:, ..., None] / 255.0, "y_val": labels[32:]}
+    net, result = gpu.train_member(cfg, data, 0)
+    assert result["epochs_run"] == 1
+    assert mixed_layers(net) == []  # the net as trained computes its convolutions in bfloat16
+    assert net.predict(data["x_val"], verbose=0).shape == (16, 10)
