@@ -137,8 +137,9 @@ def probe(cfg: Config, data: dict, warm_start: bool = False) -> budget.Speed:
     scoring = [images[:EVAL_BATCH + len(images) % EVAL_BATCH] for images in (data["x_val"], data["x_test"])]
 
     def score(model: keras.Model) -> None:  # a member's scoring (main): a full batch, then its split's last one
+        net = in_float32(net_of(model))
         for images in scoring:
-            in_float32(net_of(model)).predict(images, batch_size=EVAL_BATCH, verbose=0)
+            net.predict(images, batch_size=EVAL_BATCH, verbose=0)
 
     score(wrapped)
     began = time.time()

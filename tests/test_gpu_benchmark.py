@@ -187,6 +187,7 @@ def test_gpu_benchmark_scores_a_mixed_precision_member_as_its_float32_twin():
     import importlib
 
     from mnist99.config import load_config
+    from mnist99.data.model_input import to_model_input
     from mnist99.models.precision import mixed_layers
 
     with pytest.MonkeyPatch.context() as patch:
@@ -197,8 +198,8 @@ def test_gpu_benchmark_scores_a_mixed_precision_member_as_its_float32_twin():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (48, 28, 28), dtype=np.uint8)
     labels = keras.utils.to_categorical(rng.integers(0, 10, 48), 10)
-    data = {"images": images, "x_train": images[:32, ..., None] / 255.0, "y_train": labels[:32],
-            "x_val": images[32:, ..., None] / 255.0, "y_val": labels[32:]}
+    data = {"images": images, "x_train": to_model_input(images[:32]), "y_train": labels[:32],
+            "x_val": to_model_input(images[32:]), "y_val": labels[32:]}
     net, result = gpu.train_member(cfg, data, 0)
     assert result["epochs_run"] == 1
     assert mixed_layers(net) == []  # the net as trained computes its convolutions in bfloat16
