@@ -131,7 +131,7 @@ def probe(cfg: Config, data: dict, warm_start: bool = False) -> budget.Speed:
     if warm_start:
         n_val = min(len(x_val), batch + len(x_val) % batch)  # a full batch, then a partial one
     speed = time_fit(cfg, wrapped, train, (x_val[:n_val], y_val[:n_val]), data["x_val"][:n_eval], n_val, began,
-                     net=net_of(wrapped))
+                     net=in_float32(net_of(wrapped)))  # the net scoring prices: float32, as :func:`train_member` returns
     if not warm_start:
         return speed
     scoring = [images[:EVAL_BATCH + len(images) % EVAL_BATCH] for images in (data["x_val"], data["x_test"])]

@@ -752,3 +752,23 @@ def test_the_probe_times_forward_passes_through_the_stages_call_and_counts_their
     batches = -(-3000 // EVAL_BATCH)
     assert speed.image_seconds == pytest.approx(0.001, rel=0.01) and traced.calls == 1 + batches  # traced on 1, then timed
     assert speed.start_seconds - plain.start_seconds == pytest.approx(5.0, abs=0.1)
+
+
+def test_a_mixed_precision_probe_prices_the_forward_passes_of_the_float32_twin_the_stages_score(tiny_splits, monkeypatch):
+    """Trained in bfloat16, a member is scored as its float32 twin (``mnist99.training.fit.train_model``): the probe
+    times that twin's forward passes, not the 16-bit net's, or a budget prices scoring at the wrong rate."""
+    from mnist99.models.precision import mixed_layers
+    from mnist99.training import probe
+
+    timed = []
+
+    def recording(net, images, *args, **kwargs):
+        timed.append(mixed_layers(net))
+        return real(net, images, *args, **kwargs)
+
+    real = probe.predict_probs
+    monkeypatch.setattr(probe, "predict_probs", recording)
+    cfg = load_config([SMOKE], ["model.width=4", "model.depth=1", "train.mixed_precision=bfloat16", "train.verbose=0"])
+    speed = probe.measure_speed(cfg, tiny_splits)
+    assert timed and all(found == [] for found in timed)  # every timed pass ran on a float32 net
+    assert speed.image_seconds > 0

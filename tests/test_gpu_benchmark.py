@@ -204,3 +204,14 @@ def test_gpu_benchmark_scores_a_mixed_precision_member_as_its_float32_twin():
     assert result["epochs_run"] == 1
     assert mixed_layers(net) == []  # the net as trained computes its convolutions in bfloat16
     assert net.predict(data["x_val"], verbose=0).shape == (16, 10)
+    priced = []  # and its probe prices the forward passes of that twin, the net the members are scored as
+    real = gpu.time_fit
+
+    def spy(*args, net, **kwargs):
+        priced.append(mixed_layers(net))
+        return real(*args, net=net, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(gpu, "time_fit", spy)
+        assert gpu.probe(cfg, data).image_seconds > 0
+    assert priced == [[]]
