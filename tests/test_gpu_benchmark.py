@@ -202,7 +202,7 @@ def test_gpu_benchmark_scores_a_mixed_precision_member_as_its_float32_twin():
             "x_val": to_model_input(images[32:]), "y_val": labels[32:]}
     net, result = gpu.train_member(cfg, data, 0)
     assert result["epochs_run"] == 1
-    assert mixed_layers(net) == []  # the net as trained computes its convolutions in bfloat16
+    assert mixed_layers(net) == []  # the float32 twin, although the net it trained computed its convolutions in bfloat16
     assert net.predict(data["x_val"], verbose=0).shape == (16, 10)
     priced = []  # and its probe prices the forward passes of that twin, the net the members are scored as
     real = gpu.time_fit
