@@ -52,7 +52,7 @@ from mnist99.data.model_input import to_model_input
 from mnist99.delivery.ensemble import combine, member_plan, score, shift_averaged
 from mnist99.errors import ConfigError
 from mnist99.models import build_model
-from mnist99.models.precision import in_float32
+from mnist99.models.twin import serving_twin
 from mnist99.reports.metrics import accuracy
 from mnist99.training import budget
 from mnist99.training.augmented_net import build_augmented_net, net_of
@@ -102,7 +102,7 @@ def train_member(cfg: Config, data: dict, every_steps: int, extra: Sequence[kera
     refresh_statistics(wrapped.net, data["images"][:n_train], cfg.train.batchnorm_refresh, cfg.train.batch_size, cfg.seed)
     epochs = len(history.epoch)
     # Scored and combined as the ensemble stage does: a member trained under a mixed policy as its float32 twin.
-    return in_float32(wrapped.net), {**timing(to99), "train_seconds": seconds, "epochs_run": epochs,
+    return serving_twin(wrapped.net), {**timing(to99), "train_seconds": seconds, "epochs_run": epochs,
                          "data_on_device": on_device,
                          "train_images_per_second": n_train * epochs / seconds}
 
@@ -131,13 +131,13 @@ def probe(cfg: Config, data: dict, warm_start: bool = False) -> budget.Speed:
     if warm_start:
         n_val = min(len(x_val), batch + len(x_val) % batch)  # a full batch, then a partial one
     speed = time_fit(cfg, wrapped, train, (x_val[:n_val], y_val[:n_val]), data["x_val"][:n_eval], n_val, began,
-                     net=in_float32(net_of(wrapped)))  # the net scoring prices: float32, as :func:`train_member` returns
+                     net=serving_twin(net_of(wrapped)))  # the net scoring prices: float32, as :func:`train_member` returns
     if not warm_start:
         return speed
     scoring = [images[:EVAL_BATCH + len(images) % EVAL_BATCH] for images in (data["x_val"], data["x_test"])]
 
     def score(model: keras.Model) -> None:  # a member's scoring (main): a full batch, then its split's last one
-        net = in_float32(net_of(model))
+        net = serving_twin(net_of(model))
         for images in scoring:
             net.predict(images, batch_size=EVAL_BATCH, verbose=0)
 

@@ -10,7 +10,8 @@ import pytest
 from mnist99.config import load_config
 from mnist99.delivery.ensemble import combine
 from mnist99.models import build_model
-from mnist99.models.precision import global_policy, in_float32, mixed_layers
+from mnist99.models.precision import global_policy, mixed_layers
+from mnist99.models.twin import serving_twin
 
 
 @pytest.fixture
@@ -21,15 +22,15 @@ def bf16_member() -> keras.Model:
         return build_model(load_config([], ["model.width=4", "model.depth=1"]).model)
 
 
-def test_the_twin_has_the_weights_and_computes_in_float32(bf16_member):
+def test_the_twin_has_the_weights_and_computes_serving_twin(bf16_member):
     assert "conv2d" in " ".join(mixed_layers(bf16_member))
-    twin = in_float32(bf16_member)
+    twin = serving_twin(bf16_member)
     assert mixed_layers(twin) == [] and twin.name == bf16_member.name
     for ours, theirs in zip(twin.get_weights(), bf16_member.get_weights(), strict=True):
         np.testing.assert_array_equal(ours, theirs)
     images = np.random.default_rng(0).random((8, 28, 28, 1), dtype=np.float32)
     np.testing.assert_allclose(twin.predict(images, verbose=0), bf16_member.predict(images, verbose=0), atol=0.02)
-    assert in_float32(twin) is twin  # a float32 model is its own twin
+    assert serving_twin(twin) is twin  # a float32 model is its own twin
 
 
 @pytest.mark.integration  # a real LiteRT conversion

@@ -16,7 +16,7 @@ from mnist99.config import Config, MemberConfig, with_overrides
 from mnist99.constants import IMAGE_SHAPE, MODEL_INPUT_SHAPE
 from mnist99.data.model_input import to_model_input
 from mnist99.delivery.forward import predict_probs
-from mnist99.models.precision import in_float32
+from mnist99.models.twin import serving_twin
 from mnist99.reports.metrics import accuracy
 
 
@@ -48,9 +48,9 @@ def combine(members: list[keras.Model], weights: Sequence[float] | None = None) 
     input (one rank per model instance in ``predict``: Keras 3.15 cannot retrace across ranks).
     Members take float (28, 28, 1) in [0, 1] and return softmax probabilities; they are wrapped under
     the names ``member_<i>`` so that members that share layer names (reloaded copies of one
-    architecture) nest without clashes. Layers are pinned to float32, and members trained under a
-    mixed-precision policy join as their float32 twins (:mod:`mnist99.models.precision`), so that no
-    16-bit arithmetic reaches an export.
+    architecture) nest without clashes. Layers are pinned to float32, and members join as their
+    serving twins (:mod:`mnist99.models.twin`: float32, Keras' own layers), so that no 16-bit
+    arithmetic and no class of mnist99's reaches an export.
 
     Args:
         members: the trained models, in order (``member_1`` is the first).
@@ -62,7 +62,7 @@ def combine(members: list[keras.Model], weights: Sequence[float] | None = None) 
     x = keras.layers.Reshape(MODEL_INPUT_SHAPE, dtype="float32", name="add_channel")(x)
     weighted = []
     for i, (member, scale) in enumerate(zip(members, scales), start=1):
-        member = in_float32(member)  # a member saved by a mixed-precision training computes in 16 bits
+        member = serving_twin(member)  # a net as trained: 16-bit convolutions, fused BatchNorm layers
         named = keras.Model(member.input, member.output, name=f"member_{i}")
         weighted.append(keras.layers.Rescaling(scale, dtype="float32", name=f"weight_{i}")(named(x)))
     probs = weighted[0] if len(weighted) == 1 else keras.layers.Add(dtype="float32", name="probs")(weighted)

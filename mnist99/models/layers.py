@@ -12,6 +12,7 @@ import keras
 from mnist99.config import ModelConfig
 from mnist99.constants import NUM_CLASSES
 from mnist99.errors import ConfigError
+from mnist99.models.fused_batchnorm import FusedBatchNormalization
 from mnist99.registry import Registry
 
 ACTIVATIONS: Registry = Registry("activation")
@@ -135,8 +136,9 @@ def dropout(cfg: ModelConfig) -> keras.layers.Layer:
 
 
 def batch_norm(cfg: ModelConfig, name: str | None = None) -> keras.layers.Layer:
-    """BatchNormalization with the configured moving-statistics momentum."""
-    return keras.layers.BatchNormalization(momentum=cfg.bn_momentum, name=name)
+    """BatchNormalization with the configured moving-statistics momentum, trained with TensorFlow's fused kernel
+    (:mod:`mnist99.models.fused_batchnorm`; the serving twin swaps in Keras' own layer)."""
+    return FusedBatchNormalization(momentum=cfg.bn_momentum, name=name)
 
 
 def regularizer(cfg: ModelConfig) -> keras.regularizers.Regularizer | None:

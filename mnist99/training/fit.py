@@ -15,7 +15,7 @@ from mnist99.data import Splits
 from mnist99.data.augment import build_augmenter
 from mnist99.data.batches import make_dataset, make_index_dataset
 from mnist99.models import build_model
-from mnist99.models.precision import in_float32
+from mnist99.models.twin import serving_twin
 from mnist99.training.augmented_net import build_augmented_net
 from mnist99.training.batchnorm import refresh_statistics
 from mnist99.training.callbacks import AtomicBackupAndRestore, EpochLine, TimeToAccuracy
@@ -125,7 +125,7 @@ def train_model(cfg: Config, splits: Splits, callbacks: list[keras.callbacks.Cal
     train_seconds = time.perf_counter() - start
     if tcfg.batchnorm_refresh:  # the kept weights' own statistics, before anything scores them
         refresh_statistics(model, splits.x_train, tcfg.batchnorm_refresh, tcfg.batch_size, cfg.seed)
-    kept = in_float32(model)  # scored, saved and exported in float32, whatever policy trained it
+    kept = serving_twin(model)  # scored, saved and exported as float32 stock Keras layers, whatever trained it
     if kept is not model:  # with the loss, metrics and optimiser it trained with (its state saves with it)
         kept.compile(optimizer=model.optimizer, loss=model.loss, metrics=["accuracy"])
     model = kept

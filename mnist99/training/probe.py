@@ -14,7 +14,7 @@ from mnist99.constants import EVAL_BATCH
 from mnist99.data import Splits
 from mnist99.data.model_input import to_model_input
 from mnist99.delivery.forward import predict_probs
-from mnist99.models.precision import in_float32
+from mnist99.models.twin import serving_twin
 from mnist99.training.budget import Clock, Speed
 from mnist99.training.callbacks import StepClock
 
@@ -23,8 +23,8 @@ TIMED_EVAL_BATCHES = 4  # forward passes at the evaluation batch (2,048 images),
 
 def measure_speed(cfg: Config, splits: Splits, clock: Clock = time.time) -> Speed:
     """Build, compile and fit ``cfg``'s net for two short epochs (a few steps and one validation batch
-    each), then time the forward passes of the net the stages score (:func:`time_fit`): trained under a mixed
-    policy, that is its float32 twin (:func:`~mnist99.models.precision.in_float32`), not the 16-bit net. The twin is made
+    each), then time the forward passes of the net the stages score (:func:`time_fit`): its serving twin
+    (:func:`~mnist99.models.twin.serving_twin`: float32, Keras' own layers), not the net as trained. The twin is made
     before the fit, with the weights it has then: a forward pass costs the same whatever the weights."""
     from mnist99.training.fit import set_up
 
@@ -37,7 +37,7 @@ def measure_speed(cfg: Config, splits: Splits, clock: Clock = time.time) -> Spee
 
     val_images, eval_images = timed_images(len(splits.y_val))
     return time_fit(cfg, setup.fitted, train, setup.val_ds.take(1), to_model_input(splits.x_val[:eval_images]),
-                    val_images=val_images, began=began, clock=clock, net=in_float32(setup.model))
+                    val_images=val_images, began=began, clock=clock, net=serving_twin(setup.model))
 
 
 def timed_images(n_val: int) -> tuple[int, int]:
