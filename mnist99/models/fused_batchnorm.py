@@ -2,11 +2,11 @@
 
 Keras 3's BatchNormalization computes a batch's moments and normalises it with separate ops (a mean, a
 variance, a subtract, a multiply ...), and its gradient is as many again; tf.keras used TensorFlow's
-FusedBatchNormV3, one kernel forward and one backward (keras-team/keras-core#225 reports the slowdown). On a
-2-core CPU this net trains 1.34x the images/s with the fused kernel, side by side
+FusedBatchNormV3, one kernel forward and one backward (keras-team/keras-core#225 reports the slowdown). On 2
+Intel Xeon cores the default net trains 1.28x the images/s with the fused kernel, side by side
 (benchmarks/results/cpu-2core/2026-12-07-fused-batchnorm-speed.md).
 
-Only the training forward pass differs: a 4-D channels-last input on the TensorFlow backend, training, no mask,
+Only a training step (its forward pass and so its gradient) differs: a 4-D channels-last input on the TensorFlow backend, training, no mask,
 renorm or synchronised moments. Everything else (inference, other backends, 2-D inputs) is Keras' own code.
 The moving statistics take the batch's biased variance, as Keras' do (the kernel returns the unbiased one).
 Nets are scored, saved and exported as their serving twin (:func:`mnist99.models.twin.serving_twin`), made of
