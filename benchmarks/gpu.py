@@ -101,7 +101,7 @@ def train_member(cfg: Config, data: dict, every_steps: int, extra: Sequence[kera
     n_train = len(data["y_train"])
     refresh_statistics(wrapped.net, data["images"][:n_train], cfg.train.batchnorm_refresh, cfg.train.batch_size, cfg.seed)
     epochs = len(history.epoch)
-    # Scored and combined as the ensemble stage does: a member trained under a mixed policy as its float32 twin.
+    # Scored and combined as the ensemble stage does: as its serving twin (float32, Keras' own layers).
     return serving_twin(wrapped.net), {**timing(to99), "train_seconds": seconds, "epochs_run": epochs,
                          "data_on_device": on_device,
                          "train_images_per_second": n_train * epochs / seconds}

@@ -6,8 +6,9 @@ FusedBatchNormV3, one kernel forward and one backward (keras-team/keras-core#225
 Intel Xeon cores the default net trains 1.28x the images/s with the fused kernel, side by side
 (benchmarks/results/cpu-2core/2026-12-07-fused-batchnorm-speed.md).
 
-Only a training step (its forward pass and so its gradient) differs: a 4-D channels-last input on the TensorFlow backend, training, no mask,
-renorm or synchronised moments. Everything else (inference, other backends, 2-D inputs) is Keras' own code.
+Only a training step (its forward pass and so its gradient) differs: a 4-D channels-last input on the
+TensorFlow backend, training, no mask, renorm or synchronised moments. Everything else (inference, other
+backends, 2-D inputs) is Keras' own code.
 The moving statistics take the batch's biased variance, as Keras' do (the kernel returns the unbiased one).
 Nets are scored, saved and exported as their serving twin (:func:`mnist99.models.twin.serving_twin`), made of
 stock Keras layers: an exported model loads without mnist99.
@@ -42,4 +43,3 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         """Whether this call takes the fused kernel (else Keras' own ``call``)."""
         return (bool(training) and self.trainable and mask is None and not self.renorm and not self.synchronized
                 and len(inputs.shape) == 4 and self.axis in (-1, 3) and keras.backend.backend() == "tensorflow")
-
