@@ -22,7 +22,7 @@ def bf16_member() -> keras.Model:
         return build_model(load_config([], ["model.width=4", "model.depth=1"]).model)
 
 
-def test_the_twin_has_the_weights_and_computes_serving_twin(bf16_member):
+def test_the_twin_has_the_weights_and_computes_in_float32(bf16_member):
     assert "conv2d" in " ".join(mixed_layers(bf16_member))
     twin = serving_twin(bf16_member)
     assert mixed_layers(twin) == [] and twin.name == bf16_member.name

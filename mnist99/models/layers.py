@@ -6,6 +6,7 @@ builders multiply their units by :func:`widening`; for every other activation it
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 
 import keras
 
@@ -133,6 +134,15 @@ def dropout(cfg: ModelConfig) -> keras.layers.Layer:
     if cfg.activation == "selu":
         return keras.layers.AlphaDropout(cfg.dropout)
     return keras.layers.Dropout(cfg.dropout)
+
+
+def leaf_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:
+    """``model``'s layers, those of the models nested in it (blocks, ensemble members) in their place."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from leaf_layers(layer)
+        else:
+            yield layer
 
 
 def batch_norm(cfg: ModelConfig, name: str | None = None) -> keras.layers.Layer:

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 
 import keras
 
+from mnist99.models.layers import leaf_layers
+
 
 @contextlib.contextmanager
 def global_policy(name: str) -> Iterator[None]:
@@ -25,15 +27,6 @@ def global_policy(name: str) -> Iterator[None]:
         yield
     finally:
         keras.mixed_precision.set_global_policy(previous)
-
-
-def leaf_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:
-    """``model``'s layers, those of the models nested in it in their place."""
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from leaf_layers(layer)
-        else:
-            yield layer
 
 
 def mixed_layers(model: keras.Model) -> list[str]:

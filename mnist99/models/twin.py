@@ -14,7 +14,8 @@ from __future__ import annotations
 import keras
 
 from mnist99.models.fused_batchnorm import FusedBatchNormalization
-from mnist99.models.precision import global_policy, leaf_layers, mixed_layers
+from mnist99.models.layers import leaf_layers
+from mnist99.models.precision import global_policy, mixed_layers
 
 
 def serving_twin(model: keras.Model) -> keras.Model:

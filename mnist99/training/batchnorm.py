@@ -15,20 +15,16 @@ count (the same refresh on augmented digits changed nothing); a member gains abo
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import keras
 import numpy as np
 
 from mnist99.data.model_input import to_model_input
+from mnist99.models.layers import leaf_layers
 
 
-def batchnorm_layers(layer: keras.layers.Layer) -> Iterator[keras.layers.BatchNormalization]:
-    """The BatchNormalization layers in ``layer`` and the models nested in it."""
-    if isinstance(layer, keras.layers.BatchNormalization):
-        yield layer
-    for inner in getattr(layer, "layers", []):
-        yield from batchnorm_layers(inner)
+def batchnorm_layers(net: keras.Model) -> list[keras.layers.BatchNormalization]:
+    """The BatchNormalization layers in ``net`` and the models nested in it (fused ones too: a subclass)."""
+    return [layer for layer in leaf_layers(net) if isinstance(layer, keras.layers.BatchNormalization)]
 
 
 def refresh_batches(batches: int, images: int, batch_size: int) -> int:
@@ -43,7 +39,7 @@ def refresh_statistics(net: keras.Model, images: np.ndarray, batches: int, batch
     ``seed``; fewer batches if they run out). The weights are untouched; Dropout, active in training
     mode, acts after the last BatchNorm layer of mnist99's nets. Returns the batches run (0: no
     BatchNorm layer, nothing run)."""
-    layers = list(batchnorm_layers(net))
+    layers = batchnorm_layers(net)
     batches = refresh_batches(batches, len(images), batch_size) if layers else 0
     order = np.random.default_rng(seed).permutation(len(images))[: batches * batch_size]
     momenta = [layer.momentum for layer in layers]
