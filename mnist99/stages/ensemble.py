@@ -154,7 +154,7 @@ def build_in_run(cfg: Config, splits: Splits, force: bool = False, budgeted: tup
     Returns the metrics, ``member_run_ids``, ``weights``, ``seconds``, the combined ``model`` and the
     ``members`` (Keras models).
     """
-    from mnist99.delivery.ensemble import combine, member_weights, predict_members, score, shift_averaged
+    from mnist99.delivery.ensemble import combine, for_serving, member_weights, predict_members, score, shift_averaged
 
     start = time.perf_counter()
     tracking.log_config(cfg)
@@ -167,7 +167,7 @@ def build_in_run(cfg: Config, splits: Splits, force: bool = False, budgeted: tup
         key = "tta_shifts" if cfg.ensemble.tta_shifts else "tta_shifts_alone"
         print(f"ensemble: each digit averaged with {len(shifts)} shifted copies of it (ensemble.{key})", flush=True)
     tracking.set_tag("mnist99.tta_views", str(tta_views(cfg, len(models))))  # passes a digit makes through each member
-    models = [shift_averaged(m, shifts) for m in models]  # scored as they are exported
+    models = [for_serving(shift_averaged(m, shifts)) for m in models]  # scored as they are exported
     probs = {"val": predict_members(models, splits.x_val), "test": predict_members(models, splits.x_test)}
     labels = {"val": splits.y_val, "test": splits.y_test}
     member_val = [accuracy(p, splits.y_val) for p in probs["val"]]
