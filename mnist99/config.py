@@ -303,6 +303,7 @@ class EnsembleConfig(Section):
     weighting: Literal["mean", "val_accuracy"]
     tta_shifts: list[Shift]
     tta_shifts_alone: list[Shift]  # for an ensemble of one member without tta_shifts of its own
+    workers: Literal["auto"] | Annotated[int, Field(ge=1)]  # members trained at once, a process each
 
     def shifts_for(self, members: int) -> list[Shift]:
         """The test-time shifts an ensemble of ``members`` averages: ``tta_shifts``; without them, a lone

@@ -15,8 +15,10 @@ so a rerun trains and reuses the same members; ``budget_used`` at the end.
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from contextlib import AbstractContextManager
+from pathlib import Path
 
 from mnist99 import tracking
 from mnist99.config import Config, MemberConfig
@@ -36,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--member", type=int, metavar="I",
                         help="train only member I (1..N) as an ordinary train run, so that members train in separate "
                              "processes or machines against one tracking server; a later `ensemble`/`run` reuses it")
+    # --member's worker for an ensemble process (ensemble.workers): how many members its slot trains after this one
+    parser.add_argument("--worker", type=int, metavar="AFTER", help=argparse.SUPPRESS)
 
 
 def run_name(cfg: Config) -> str:
@@ -81,6 +85,8 @@ def fit_members(cfg: Config, splits: Splits, force: bool = False, budgeted: Plan
 
     models, run_ids = [], []
     plan = member_plan(cfg)
+    if budgeted is None and train_at_once(cfg, splits, plan, force):
+        force = False  # the workers retrained what --force asked for: the loop below reuses their runs
     timed = budgeted is not None
     carried = 0.0  # seconds of their deadlines the members trained so far left (see fit_member)
     for i, (member_cfg, run_id) in enumerate(plan, start=1):
@@ -97,6 +103,35 @@ def fit_members(cfg: Config, splits: Splits, force: bool = False, budgeted: Plan
         models.append(out["model"] if "model" in out else load_run_model(run_id))
         run_ids.append(run_id)
     return models, run_ids
+
+
+def train_at_once(cfg: Config, splits: Splits, plan: list, force: bool = False) -> bool:
+    """Train the members left to train in worker processes, ``ensemble.workers`` at a time
+    (:mod:`mnist99.training.workers`), when that is more than one; whether they did. Each worker is
+    ``mnist99 ensemble --member I`` on ``cfg`` as resolved here, so its member has the key this process
+    looks up afterwards."""
+    from mnist99.config import to_yaml
+    from mnist99.training import workers
+    from mnist99.training.devices import has_gpu
+
+    def trained(member_cfg: Config) -> bool:
+        return tracking.cached_run("train", tracking.cache_key("train", member_cfg, splits.digest)) is not None
+
+    todo = [i for i, (member_cfg, run_id) in enumerate(plan, start=1) if run_id is None and (force or not trained(member_cfg))]
+    cores = workers.cpu_cores()
+    count = workers.worker_count(cfg.ensemble.workers, len(todo), cores, has_gpu(), cfg.train.budget is not None)
+    if count < 2:
+        return False
+    env = workers.thread_environment(count, cores)
+    print(f"ensemble: members {', '.join(map(str, todo))} of {len(plan)} train at once, {count} processes of "
+          f"{env['TF_NUM_INTRAOP_THREADS']} thread(s) on {cores} cores (ensemble.workers={cfg.ensemble.workers})", flush=True)
+    with tempfile.TemporaryDirectory(prefix="mnist99-workers-") as folder:
+        config_file = Path(folder) / "config.yaml"
+        config_file.write_text(to_yaml(cfg))
+        jobs = [(f"member {i}", workers.member_command(str(config_file), i, force, after=(len(todo) - 1 - place) // count))
+                for place, i in enumerate(todo)]
+        workers.run_workers(jobs, count, env)
+    return True
 
 
 def fit_member(cfg: Config, splits: Splits, index: int, nested: bool = False, force: bool = False,
@@ -203,7 +238,7 @@ def run(cfg: Config, args: argparse.Namespace | None = None) -> dict:
     force = bool(getattr(args, "force", False))
     member = getattr(args, "member", None)
     if member is not None:
-        return run_member(cfg, member, started, force)
+        return run_member(cfg, member, started, force, worker=getattr(args, "worker", None))
     tracking.setup(cfg)
     splits = make_splits(cfg.data, cfg.seed)
     cfg, budgeted = plan_budget(cfg, splits, started, force)
@@ -219,10 +254,14 @@ def run(cfg: Config, args: argparse.Namespace | None = None) -> dict:
     return out
 
 
-def run_member(cfg: Config, index: int, started: float, force: bool = False) -> dict:
+def run_member(cfg: Config, index: int, started: float, force: bool = False, worker: int | None = None) -> dict:
     """Member ``index`` (from 1) alone, as an ordinary (not nested) train run under its claim, or the
-    FINISHED run another process trained; returns its run id (and metrics when trained here)."""
+    FINISHED run another process trained; returns its run id (and metrics when trained here).
+
+    ``worker``: run by an ensemble's process (:func:`train_at_once`) whose slot trains that many members after
+    this one: the member says when the job will end, and the ensemble, not the member, combines them."""
     from mnist99.delivery.ensemble import member_plan
+    from mnist99.stages.train import finish_timer
 
     asked = member_plan(cfg)
     size = len(asked)
@@ -240,10 +279,13 @@ def run_member(cfg: Config, index: int, started: float, force: bool = False) -> 
               f"{counted(len(plan.epochs), 'member')}, not {len(plan.epochs) + plan.dropped} "
               f"(train.budget_min_epochs={plan.min_epochs})")
         return {"run_id": None}
-    out = fit_member(cfg, splits, index, force=force, budgeted=budgeted[0] if budgeted else None)
+    label = f"ensemble: member {index}/{size}"
+    timer = [] if worker is None or budgeted else [finish_timer(asked[index - 1][0], splits, label, worker, size)]
+    out = fit_member(cfg, splits, index, force=force, budgeted=budgeted[0] if budgeted else None, callbacks=timer)
     out.pop("model", None)
-    print(f"ensemble: member {index}/{size}: run {out['run_id']}; `mnist99 ensemble` or `mnist99 run` with the "
-          "same config combines the members once all are FINISHED")
+    if worker is None:
+        print(f"{label}: run {out['run_id']}; `mnist99 ensemble` or `mnist99 run` with the "
+              "same config combines the members once all are FINISHED")
     return out
 
 

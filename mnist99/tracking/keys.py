@@ -34,9 +34,10 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "study": ("data", "augment", "model", "train", "diagnostics", "seed", "study"),  # its parent run
 }
 # Settings inside those sections that say where files are and how a run reports, not what it computes
-# (the data's own digest is in every key): watching a rerun with `train.verbose=1`, or reading MNIST from
-# another folder, reuses what is done.
-UNKEYED: dict[str, set[str]] = {"data": {"path", "cache_dir"}, "train": {"verbose", "checkpoint_dir"}}
+# (the data's own digest is in every key) or how many processes train the members: watching a rerun with
+# `train.verbose=1`, reading MNIST from another folder, or training members at once reuses what is done.
+UNKEYED: dict[str, set[str]] = {"data": {"path", "cache_dir"}, "train": {"verbose", "checkpoint_dir"},
+                                "ensemble": {"workers"}}
 
 
 @functools.cache
