@@ -38,8 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--member", type=int, metavar="I",
                         help="train only member I (1..N) as an ordinary train run, so that members train in separate "
                              "processes or machines against one tracking server; a later `ensemble`/`run` reuses it")
-    # --member's worker for an ensemble process (ensemble.workers): how many members its slot trains after this one
-    parser.add_argument("--worker", type=int, metavar="AFTER", help=argparse.SUPPRESS)
+    # --member run by an ensemble's process (ensemble.workers): the ensemble's run, to nest the member's under, and
+    # how many members the worker's slot trains after this one
+    parser.add_argument("--worker", nargs=2, metavar=("PARENT_RUN_ID", "AFTER"), help=argparse.SUPPRESS)
 
 
 def run_name(cfg: Config) -> str:
@@ -128,14 +129,16 @@ def train_at_once(cfg: Config, splits: Splits, plan: list, force: bool = False) 
     with tempfile.TemporaryDirectory(prefix="mnist99-workers-") as folder:
         config_file = Path(folder) / "config.yaml"
         config_file.write_text(to_yaml(cfg))
-        jobs = [(f"member {i}", workers.member_command(str(config_file), i, force, after=(len(todo) - 1 - place) // count))
+        parent = tracking.active_run_id() or "-"
+        jobs = [(f"member {i}", workers.member_command(str(config_file), i, force, parent, (len(todo) - 1 - place) // count))
                 for place, i in enumerate(todo)]
         workers.run_workers(jobs, count, env)
     return True
 
 
 def fit_member(cfg: Config, splits: Splits, index: int, nested: bool = False, force: bool = False,
-               budgeted: Plan | None = None, callbacks: list | None = None, carried: float = 0.0) -> dict:
+               budgeted: Plan | None = None, callbacks: list | None = None, carried: float = 0.0,
+               parent_run_id: str | None = None) -> dict:
     """Member ``index`` (from 1) of ``cfg``'s ensemble: its FINISHED train run of the same key (unless
     ``force``), else trained here under its claim (:mod:`mnist99.tracking.claims`), waiting while
     another process trains it. Returns ``run_id``, and the ``model`` and metrics when trained here.
@@ -145,7 +148,8 @@ def fit_member(cfg: Config, splits: Splits, index: int, nested: bool = False, fo
     member the deadline stops leaves up to an epoch unspent, or overruns by a little, and the job's
     time is one budget), and returns ``unspent``, what it leaves in turn of its share, its scoring and
     saving included. A member that ended
-    before its planned epochs says so, and which epoch's weights it keeps.
+    before its planned epochs says so, and which epoch's weights it keeps. ``parent_run_id``: the ensemble run
+    that another process holds open, to nest the member's run under (its worker's).
     """
     from mnist99.delivery.ensemble import member_plan
     from mnist99.stages.train import deadline, stop_note, train_in_run
@@ -165,7 +169,7 @@ def fit_member(cfg: Config, splits: Splits, index: int, nested: bool = False, fo
                 limit = deadline(budgeted, share, carried)
                 extra = [*(callbacks or []), *limit]
                 out = train_in_run(member_cfg, splits, nested=nested, name=name, callbacks=extra, tags=claim.run_tags,
-                                   key=key)
+                                   key=key, parent_run_id=parent_run_id)
                 if limit:  # the whole member counts: its scoring and saving can overrun their plan too
                     out["unspent"] = limit[0].unspent_by_now(budgeted.after_fit_seconds(share))
                 note = stop_note(extra, out["epochs_run"], member_cfg.train.epochs, budgeted=budgeted is not None)
@@ -254,12 +258,14 @@ def run(cfg: Config, args: argparse.Namespace | None = None) -> dict:
     return out
 
 
-def run_member(cfg: Config, index: int, started: float, force: bool = False, worker: int | None = None) -> dict:
+def run_member(cfg: Config, index: int, started: float, force: bool = False,
+               worker: tuple[str, str] | None = None) -> dict:
     """Member ``index`` (from 1) alone, as an ordinary (not nested) train run under its claim, or the
     FINISHED run another process trained; returns its run id (and metrics when trained here).
 
-    ``worker``: run by an ensemble's process (:func:`train_at_once`) whose slot trains that many members after
-    this one: the member says when the job will end, and the ensemble, not the member, combines them."""
+    ``worker``: (the ensemble's run id or "-", how many members this worker's slot trains after this one) when an
+    ensemble's process runs it (:func:`train_at_once`): the member's run nests under the ensemble's, it says when
+    the job will end, and the ensemble, not the member, combines them."""
     from mnist99.delivery.ensemble import member_plan
     from mnist99.stages.train import finish_timer
 
@@ -280,8 +286,10 @@ def run_member(cfg: Config, index: int, started: float, force: bool = False, wor
               f"(train.budget_min_epochs={plan.min_epochs})")
         return {"run_id": None}
     label = f"ensemble: member {index}/{size}"
-    timer = [] if worker is None or budgeted else [finish_timer(asked[index - 1][0], splits, label, worker, size)]
-    out = fit_member(cfg, splits, index, force=force, budgeted=budgeted[0] if budgeted else None, callbacks=timer)
+    parent, after = (worker[0] if worker[0] != "-" else None, int(worker[1])) if worker else (None, 0)
+    timer = [] if worker is None or budgeted else [finish_timer(asked[index - 1][0], splits, label, after, size)]
+    out = fit_member(cfg, splits, index, force=force, budgeted=budgeted[0] if budgeted else None, callbacks=timer,
+                     parent_run_id=parent)
     out.pop("model", None)
     if worker is None:
         print(f"{label}: run {out['run_id']}; `mnist99 ensemble` or `mnist99 run` with the "

@@ -132,12 +132,13 @@ def with_epochs(cfg: Config, epochs: int) -> Config:
 
 def train_in_run(cfg: Config, splits: Splits, nested: bool = False, name: str | None = None,
                  callbacks: Sequence = (), budgeted: tuple[Plan, str] | None = None,
-                 tags: dict[str, str] | None = None, key: str | None = None) -> dict:
+                 tags: dict[str, str] | None = None, key: str | None = None, parent_run_id: str | None = None) -> dict:
     """Train one model inside its own (possibly nested) MLflow run; returns metrics, run id and model.
 
     ``callbacks``: more Keras callbacks for the fit. ``budgeted``: the plan and key to record on a new run.
     ``tags``: more tags for the run (e.g. the claim it trains under). ``key``: its train cache key, where
-    the caller has it already (else computed here).
+    the caller has it already (else computed here). ``parent_run_id``: a run another process holds open to nest
+    this one under (an ensemble's, for a member its worker trains).
     """
     from mnist99.training import diagnostics
     from mnist99.training.fit import train_model
@@ -148,7 +149,8 @@ def train_in_run(cfg: Config, splits: Splits, nested: bool = False, name: str | 
             "mnist99.precision": precision_policy(cfg.train.mixed_precision), tracking.CACHE_KEY_TAG: key, **(tags or {})}
     ckpt = resume.checkpoint_dir(cfg, key)
     resumed = tracking.unfinished_run(resume.pending_run_id(ckpt))
-    with tracking.stage_run(cfg, "train", name or run_name(cfg), tags=tags, nested=nested, run_id=resumed) as active:
+    with tracking.stage_run(cfg, "train", name or run_name(cfg), tags=tags, nested=nested, run_id=resumed,
+                            parent_run_id=parent_run_id) as active:
         resume.remember_run(ckpt, active.info.run_id)
         if resumed:
             print(f"train: resuming interrupted run {resumed} from its last finished epoch")

@@ -36,7 +36,7 @@ _HOME = {
         'matching_train_runs', 'metric_history', 'run_params', 'split_digest', 'unfinished_run', 'validated_on'
     ], 'queries'),
     **dict.fromkeys([
-        'base_tags', 'log_artifact', 'log_config', 'log_dataset', 'log_dict', 'log_figure', 'log_metrics',
+        'active_run_id', 'base_tags', 'log_artifact', 'log_config', 'log_dataset', 'log_dict', 'log_figure', 'log_metrics',
         'log_model_file', 'log_params', 'log_summary', 'log_text', 'set_tag', 'set_tags', 'stage_run', 'update_run'
     ], 'runs'),
     **dict.fromkeys([

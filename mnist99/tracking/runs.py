@@ -57,6 +57,12 @@ def stage_run(cfg: Config, stage: str, run_name: str, tags: dict[str, str] | Non
         mlflow.end_run(status="FINISHED")
 
 
+def active_run_id() -> str | None:
+    """The id of this process's active run (a stage's), or None: what a worker process nests its run under."""
+    active = mlflow.active_run()
+    return active.info.run_id if active else None
+
+
 def log_config(cfg: Config) -> None:
     """The resolved config: every dotted key as a param, and the YAML as ``config.yaml``."""
     params = {k: ("" if v is None else str(v))[:6000] for k, v in flatten(cfg).items()}

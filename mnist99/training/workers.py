@@ -5,8 +5,8 @@ channels at 14x14 and 7x7): on 2 cores one process trains barely faster with two
 three single-threaded processes, each a member, use the cores between the ops too: side by side on 2 Intel Xeon
 cores, 1.46-1.75x the images/s of one process with TensorFlow's default threads (benchmarks/results/cpu-2core/
 2026-12-07-members-at-once.md). Each worker is ``mnist99 ensemble --member I``, the command that trains a member on
-another machine: its own train run under its claim, the same arithmetic as a member trained in the ensemble's
-process; the ensemble then reuses the FINISHED runs. Budgets and GPUs train members one after another: a budget's
+another machine: its own train run under its claim, nested under the ensemble's run, the same arithmetic as a
+member trained in the ensemble's process; the ensemble then reuses the FINISHED runs. Budgets and GPUs train members one after another: a budget's
 plan times one process on all cores, and a GPU is one device.
 """
 from __future__ import annotations
@@ -125,8 +125,9 @@ def _start(label: str, command: list[str], env: dict[str, str], show: Callable[[
     return worker
 
 
-def member_command(config_file: str, index: int, force: bool, after: int = 0) -> list[str]:
-    """The worker command that trains member ``index`` of the ensemble in ``config_file`` (the resolved config);
-    ``after``: how many members its slot trains after it (for the finish time it prints)."""
+def member_command(config_file: str, index: int, force: bool, parent_run_id: str = "-", after: int = 0) -> list[str]:
+    """The worker command that trains member ``index`` of the ensemble in ``config_file`` (the resolved config),
+    its run nested under ``parent_run_id`` ("-": none); ``after``: how many members its slot trains after it
+    (for the finish time it prints)."""
     return [sys.executable, "-m", "mnist99.cli", "ensemble", "-c", config_file, "--member", str(index),
-            "--worker", str(after), *(["--force"] if force else [])]
+            "--worker", parent_run_id, str(after), *(["--force"] if force else [])]
