@@ -6,8 +6,8 @@ three single-threaded processes, each a member, use the cores between the ops to
 cores, 1.46-1.75x the images/s of one process with TensorFlow's default threads (benchmarks/results/cpu-2core/
 2026-12-07-members-at-once.md). Each worker is ``mnist99 ensemble --member I``, the command that trains a member on
 another machine: its own train run under its claim, nested under the ensemble's run, the same arithmetic as a
-member trained in the ensemble's process; the ensemble then reuses the FINISHED runs. Budgets and GPUs train members one after another: a budget's
-plan times one process on all cores, and a GPU is one device.
+member trained in the ensemble's process; the ensemble then reuses the FINISHED runs. Budgets and GPUs train
+members one after another: a budget's plan times one process on all cores, and a GPU is one device.
 """
 from __future__ import annotations
 
