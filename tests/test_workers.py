@@ -25,7 +25,8 @@ def test_how_many_members_train_at_once(setting, to_train, cores, gpu, budgeted,
 
 
 def test_each_worker_gets_its_share_of_the_cores_unless_the_user_set_the_threads():
-    assert thread_environment(3, 2, {})["TF_NUM_INTRAOP_THREADS"] == "1"
+    assert thread_environment(3, 2, {}) == {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1",
+                                            "PYTHONUNBUFFERED": "1"}
     shared = thread_environment(2, 8, {"PATH": "/bin"})
     assert shared["TF_NUM_INTRAOP_THREADS"] == "4" and shared["TF_NUM_INTEROP_THREADS"] == "1" and shared["PATH"] == "/bin"
     assert thread_environment(2, 8, {"TF_NUM_INTRAOP_THREADS": "2"})["TF_NUM_INTRAOP_THREADS"] == "2"

@@ -51,9 +51,11 @@ def worker_count(setting: str | int, to_train: int, cores: int, gpu: bool, budge
 
 def thread_environment(workers: int, cores: int, environ: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of each worker: TensorFlow's thread pools sized to its share of the cores (one inter-op
-    thread; intra-op threads ``cores // workers``, at least one), unless the user set them."""
+    thread; intra-op threads ``cores // workers``, at least one), unless the user set them; and Python's output
+    unbuffered, so that its epoch lines reach the console as they are printed, not when a pipe's buffer fills."""
     env = dict(os.environ if environ is None else environ)
-    shares = {"TF_NUM_INTRAOP_THREADS": str(max(1, cores // workers)), "TF_NUM_INTEROP_THREADS": "1"}
+    shares = {"TF_NUM_INTRAOP_THREADS": str(max(1, cores // workers)), "TF_NUM_INTEROP_THREADS": "1",
+              "PYTHONUNBUFFERED": "1"}
     for name, value in shares.items():
         env.setdefault(name, value)
     return env
