@@ -1,13 +1,14 @@
 """Members trained at once, each in a process of its own with a share of the CPU's threads (``ensemble.workers``).
 
-TensorFlow spreads each op of one training step over the cores, and the default net's ops are small (32-64
-channels at 14x14 and 7x7): on 2 cores one process trains barely faster with two threads than with one. Two or
-three single-threaded processes, each a member, use the cores between the ops too: side by side on 2 Intel Xeon
-cores, 1.46-1.75x the images/s of one process with TensorFlow's default threads (benchmarks/results/cpu-2core/
-2026-12-07-members-at-once.md). Each worker is ``mnist99 ensemble --member I``, the command that trains a member on
-another machine: its own train run under its claim, nested under the ensemble's run, the same arithmetic as a
-member trained in the ensemble's process; the ensemble then reuses the FINISHED runs. Budgets and GPUs train
-members one after another: a budget's plan times one process on all cores, and a GPU is one device.
+TensorFlow spreads each op of one training step over the cores, and the default net's ops are small (32-64 channels
+at 14x14 and 7x7), so the cores wait on each other between ops. Single-threaded processes, each a member, keep every
+core busy: side by side on 2 Intel Xeon cores, three trained 1.28-1.66x the images/s of one process with
+TensorFlow's default threads (median 1.45 over six rounds;
+benchmarks/results/cpu-2core/2026-12-07-members-at-once.md). Each worker is ``mnist99 ensemble --member I``, the
+command that trains a member on another machine: its own train run under its claim, nested under the ensemble's
+run, the same arithmetic as a member trained in the ensemble's process; the ensemble then reuses the FINISHED runs.
+Budgets and GPUs train members one after another: a budget's plan times one process on all cores, and a GPU is one
+device.
 """
 from __future__ import annotations
 
