@@ -76,7 +76,8 @@ def run_workers(jobs: Sequence[tuple[str, list[str]]], workers: int, env: dict[s
 
     Each worker's output lines reach ``show`` as they come (its indented epoch lines prefixed with ``label``);
     its stderr is kept for the error. The first failure stops the others (SIGTERM, so their runs end KILLED) and
-    raises :class:`WorkerError` with its label and last stderr line; so does Ctrl-C or SIGTERM of this process.
+    raises :class:`WorkerError` with its label and last stderr line. Ctrl-C or SIGTERM of this process (a
+    KeyboardInterrupt here) stops them the same way and goes on.
     """
     pending, running = list(jobs), []
     done = threading.Condition()
