@@ -420,7 +420,8 @@ def test_an_ensemble_member_passes_on_what_it_left_scoring_and_saving_included(s
     tracking.setup(cfg)
     plan = plan_epochs(600, [MemberCost(10, 5, start=2)] * 3, 30, 100, started=0, clock=clock_at(0))
 
-    def fake_train_in_run(member_cfg, splits, nested=False, name=None, callbacks=(), budgeted=None, tags=None, key=None):
+    def fake_train_in_run(member_cfg, splits, nested=False, name=None, callbacks=(), budgeted=None, tags=None, key=None,
+                          parent_run_id=None):
         guard = callbacks[-1]
         guard.clock = lambda: guard._began + 40  # the member took 40 s, fit, scoring and saving
         return {"run_id": "r1", "model": object(), "epochs_run": member_cfg.train.epochs, "best_epoch": 1}
