@@ -175,6 +175,24 @@ def test_a_plan_survives_its_json_round_trip():
     assert older.fitting == older.epochs
 
 
+def test_members_at_once_are_planned_in_lanes_each_filling_the_room_the_job_leaves():
+    members = [MemberCost(epoch=10, fixed=5, start=2)] * 3
+    plan = plan_epochs(600, members, after_seconds=30, max_epochs=100, started=0, clock=clock_at(0), lanes=3)
+    # each lane holds one member: 540 s (570 less the 30 after), 5 s fixed, 53 epochs, and 5 s left: one more
+    # that ends halfway, for every member (each is its lane's last)
+    assert plan.lanes == 3 and plan.fitting == (54, 54, 54)
+    assert plan.planned_seconds == pytest.approx(575) and plan.expected_seconds == pytest.approx(570)
+    assert [plan.fit_allowance(i) for i in range(3)] == pytest.approx([542 - 5] * 3)  # each its fit less the overshoot
+    one_by_one = plan_epochs(600, members, after_seconds=30, max_epochs=100, started=0, clock=clock_at(0))
+    assert max(one_by_one.fitting) < 20 and one_by_one.lanes == 1
+    # a fourth member trains after the first, in its lane: that lane is the job's longest and sets the rounds
+    four = plan_epochs(600, [MemberCost(epoch=10, fixed=5, start=2)] * 4, 30, 100, started=0, clock=clock_at(0), lanes=3)
+    assert four.fitting[0] + four.fitting[3] <= 53 and four.fitting[1] > four.fitting[0]
+    assert four.planned_seconds <= 600 and Plan.from_dict(four.to_dict()) == four
+    assert "3 members (3 at once) x 54 epochs" in budget.plan_line(plan, started=0)
+    assert "at once" not in budget.plan_line(one_by_one, started=0)
+
+
 def test_each_member_may_fit_its_planned_share_plus_an_equal_part_of_the_spare_room_and_the_last_less_its_overshoot():
     members = [MemberCost(epoch=10, fixed=5, start=2)] * 3
     plan = plan_epochs(600, members, after_seconds=30, max_epochs=100, started=100, clock=clock_at(104.5))
@@ -539,7 +557,7 @@ def test_an_ensemble_plan_is_recorded_found_again_and_forced_afresh(store, tiny_
     from mnist99.stages import ensemble
     from mnist99.training import probe
 
-    cfg = load_config(None, ["ensemble.size=3", "train.budget=2m", "train.budget_max_epochs=1000",
+    cfg = load_config(None, ["ensemble.size=3", "train.budget=2m", "train.budget_max_epochs=1000", "ensemble.workers=1",
                              "ensemble.members=[{seed: 7}, {run_id: abc}, {overrides: {model.width: 8}}]"])
     monkeypatch.setattr(probe, "measure_speeds", fake_speeds)
     tracking.setup(cfg)
@@ -572,7 +590,7 @@ def test_an_ensemble_plan_that_drops_members_keeps_the_named_ones_and_the_seeds(
     from mnist99.training import probe
 
     cfg = load_config(None, ["ensemble.size=3", "train.budget=2m", "train.budget_max_epochs=1000",
-                             "train.budget_min_epochs=1000", "seed=5",
+                             "train.budget_min_epochs=1000", "seed=5", "ensemble.workers=1",
                              "ensemble.members=[{}, {run_id: abc}, {overrides: {model.width: 8}}]"])
     monkeypatch.setattr(probe, "measure_speeds", fake_speeds)
     tracking.setup(cfg)

@@ -8,20 +8,19 @@ import pytest
 from mnist99.training.workers import WorkerError, run_workers, thread_environment, worker_count
 
 
-@pytest.mark.parametrize("setting, to_train, cores, gpu, budgeted, expected", [
-    ("auto", 3, 2, False, False, 3),   # every member at once on 2 cores
-    ("auto", 9, 2, False, False, 3),   # up to cores + 1
-    ("auto", 3, 16, False, False, 3),
-    ("auto", 1, 8, False, False, 1),   # one member: nothing to share
-    ("auto", 3, 1, False, False, 1),   # one core
-    ("auto", 3, 8, True, False, 1),    # a GPU is one device
-    ("auto", 3, 8, False, True, 1),    # a budget's plan times one process on every core
-    (2, 3, 2, False, False, 2),
-    (5, 3, 2, False, False, 3),        # never more than the members to train
-    (2, 3, 2, False, True, 2),         # as the user set it
+@pytest.mark.parametrize("setting, to_train, cores, gpu, expected", [
+    ("auto", 3, 2, False, 3),   # every member at once on 2 cores
+    ("auto", 9, 2, False, 3),   # up to cores + 1
+    ("auto", 3, 16, False, 3),
+    ("auto", 1, 8, False, 1),   # one member: nothing to share
+    ("auto", 3, 1, False, 1),   # one core
+    ("auto", 3, 8, True, 1),    # a GPU is one device
+    (2, 3, 2, False, 2),
+    (5, 3, 2, False, 3),        # never more than the members to train
+    (2, 3, 8, True, 2),         # as the user set it
 ])
-def test_how_many_members_train_at_once(setting, to_train, cores, gpu, budgeted, expected):
-    assert worker_count(setting, to_train, cores, gpu, budgeted) == expected
+def test_how_many_members_train_at_once(setting, to_train, cores, gpu, expected):
+    assert worker_count(setting, to_train, cores, gpu) == expected
 
 
 def test_each_worker_gets_its_share_of_the_cores_unless_the_user_set_the_threads():
@@ -71,3 +70,94 @@ def test_an_ensemble_trains_its_members_at_once_and_combines_their_runs(smoke_cf
     again = ensemble.run(cfg)  # nothing left to train: no worker starts
     assert again["member_run_ids"] == out["member_run_ids"]
     assert "train at once" not in capsys.readouterr().out
+
+
+def test_worker_commands_keep_their_working_folder_off_the_import_path_and_carry_the_plan():
+    from mnist99.training.workers import member_command
+
+    command = member_command("cfg.yaml", 2, force=True, parent_run_id="abc", after=1, plan_file="plan.json")
+    assert command[:4] == [sys.executable, "-P", "-m", "mnist99.cli"]  # -P: a ./mnist99 folder shadows nothing
+    assert command[4:] == ["ensemble", "-c", "cfg.yaml", "--member", "2", "--worker", "abc", "1", "--plan", "plan.json",
+                           "--force"]
+    assert "--plan" not in member_command("cfg.yaml", 2, force=False)
+
+
+def test_a_budget_with_workers_times_them_together_and_plans_them_in_lanes(store, tiny_splits, monkeypatch, capsys):
+    """With members at once, the probe runs in as many worker processes of their threads, what follows the members
+    is timed in this process, and the plan has a lane per worker."""
+    from mnist99 import tracking
+    from mnist99.config import load_config
+    from mnist99.stages import ensemble
+    from mnist99.training import concurrent_probe, probe, workers
+    from mnist99.training.budget import Speed
+
+    seen = {}
+
+    def at_once(cfg, count, env, clock):
+        seen.update(count=count, threads=env["TF_NUM_INTRAOP_THREADS"])
+        return Speed(step_seconds=0.01, start_seconds=1.0, image_seconds=0.001, epoch_seconds=0.1)
+
+    monkeypatch.setattr(workers, "cpu_cores", lambda: 2)
+    monkeypatch.setattr(concurrent_probe, "measure_at_once", at_once)
+    monkeypatch.setattr(probe, "measure_scoring", lambda cfg, splits, clock: seen.setdefault("scoring", 0.0001))
+    monkeypatch.setattr(probe, "measure_speed", lambda *a, **k: pytest.fail("timed in this process alone"))
+    cfg = load_config(None, ["ensemble.size=3", "train.budget=10m", "evaluate.robustness=false"])
+    tracking.setup(cfg)
+    planned, (plan, _) = ensemble.plan_budget(cfg, tiny_splits, started=time.time())
+    assert seen == {"count": 3, "threads": "1", "scoring": 0.0001} and plan.lanes == 3
+    # after the members: this process's scoring rate (0.0001 s an image), not the workers' (0.001)
+    assert plan.after_seconds < 0.001 * 3 * (60 + 3 * 60) + cfg.train.budget_overhead.job
+    assert "ensemble: budget 10m: 3 members (3 at once) x " in capsys.readouterr().out
+    # a --member worker plans for one member after another (other machines train the others)
+    monkeypatch.setattr(probe, "measure_speed", lambda *a, **k: Speed(0.01, 1.0, 0.001, 0.1))
+    _, (lone, _) = ensemble.plan_budget(cfg, tiny_splits, started=time.time(), force=True, at_once=False)
+    assert lone.lanes == 1
+
+
+def test_budgeted_workers_get_the_plan_and_count_their_start_against_their_deadline(tiny_splits, monkeypatch):
+    import json
+
+    from mnist99.config import load_config
+    from mnist99.stages import ensemble
+    from mnist99.training import workers
+    from mnist99.training.budget import MemberCost, plan_epochs
+
+    plan = plan_epochs(600, [MemberCost(10, 5, start=2)] * 3, 30, 100, started=0, clock=lambda: 0.0, lanes=3)
+    cfg = load_config(None, ["ensemble.size=3"])
+    given = {}
+
+    def fake_run_workers(jobs, count, env, show=print):
+        command = jobs[0][1]
+        given.update(count=count, plan=json.loads(open(command[command.index("--plan") + 1]).read()))
+
+    monkeypatch.setattr(workers, "run_workers", fake_run_workers)
+    monkeypatch.setattr(ensemble.tracking, "cached_run", lambda *a, **k: None)
+    assert ensemble.train_at_once(cfg, tiny_splits, [(cfg, None)] * 3, budgeted=plan)
+    assert given["count"] == 3 and given["plan"] == json.loads(json.dumps(plan.to_dict()))
+
+    carried = {}
+    monkeypatch.setattr(ensemble, "make_splits", lambda *a, **k: tiny_splits)
+    monkeypatch.setattr(ensemble.tracking, "setup", lambda cfg: None)
+    monkeypatch.setattr(ensemble, "fit_member", lambda *a, **k: carried.update(k) or {"run_id": "r"})
+    ensemble.run_member(cfg, 2, started=time.time() - 12, worker=("-", "0"), budgeted=plan)
+    assert carried["budgeted"] == plan and -13 < carried["carried"] <= -12  # Python, TensorFlow and the data came first
+
+
+def test_a_failing_probe_process_fails_in_one_line_naming_its_error(smoke_cfg, monkeypatch):
+    from mnist99.training import concurrent_probe
+
+    monkeypatch.setattr(concurrent_probe, "probe_command",
+                        lambda file, launched: python("import sys; sys.exit('mnist99 ensemble: error: no data')"))
+    with pytest.raises(WorkerError, match=r"a probe process exited with status 1: mnist99 ensemble: error: no data$"):
+        concurrent_probe.measure_at_once(smoke_cfg, 2, thread_environment(2, 2))
+
+
+@pytest.mark.integration
+def test_probes_at_once_wait_for_each_other_then_time_their_steps_together(smoke_cfg):
+    from mnist99.training.concurrent_probe import measure_at_once
+
+    began = time.time()
+    speed = measure_at_once(smoke_cfg, 2, thread_environment(2, 2))
+    assert 0 < speed.step_seconds < 5 and 0 < speed.image_seconds < 0.1
+    # each start counts its process's launch, Python and TensorFlow included
+    assert 1 < speed.start_seconds < time.time() - began

@@ -15,6 +15,8 @@ so a rerun trains and reuses the same members; ``budget_used`` at the end.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import tempfile
 import time
 from contextlib import AbstractContextManager
@@ -41,21 +43,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # --member run by an ensemble's process (ensemble.workers): the ensemble's run, to nest the member's under, and
     # how many members the worker's slot trains after this one
     parser.add_argument("--worker", nargs=2, metavar=("PARENT_RUN_ID", "AFTER"), help=argparse.SUPPRESS)
+    # and the budget's plan (JSON file) its member's deadline comes from
+    parser.add_argument("--plan", metavar="FILE", help=argparse.SUPPRESS)
+    # a probe process of members timed at once (mnist99.training.concurrent_probe): when it was launched
+    parser.add_argument("--probe", type=float, metavar="LAUNCHED", help=argparse.SUPPRESS)
 
 
 def run_name(cfg: Config) -> str:
     return f"ensemble-{cfg.ensemble.size}x-{cfg.model.name}"
 
 
-def plan_budget(cfg: Config, splits: Splits, started: float, force: bool = False) -> tuple[Config, tuple[Plan, str] | None]:
+def plan_budget(cfg: Config, splits: Splits, started: float, force: bool = False,
+                at_once: bool = True) -> tuple[Config, tuple[Plan, str] | None]:
     """``cfg`` with the epochs ``train.budget`` buys each member to train (``ensemble.members`` overrides,
-    no budget left), and the plan with its key (None without a budget); see :func:`mnist99.stages.train.plan_budget`."""
+    no budget left), and the plan with its key (None without a budget); see :func:`mnist99.stages.train.plan_budget`.
+    ``at_once``: plan for the members to train at once as ``ensemble.workers`` has them (:func:`train_at_once`);
+    False for a worker that trains one member (``--member``), which plans for them one after another."""
     from mnist99.delivery.ensemble import member_plan
     from mnist99.stages.train import plan_budget as plan_job
+    from mnist99.training import workers
+    from mnist99.training.devices import has_gpu
 
     members = member_plan(cfg)
-    budgeted = plan_job(cfg, [m for m, run_id in members if run_id is None], splits, started,
-                        ensemble_size=len(members), force=force)
+    to_train = [m for m, run_id in members if run_id is None]
+    count = workers.worker_count(cfg.ensemble.workers, len(to_train), workers.cpu_cores(), has_gpu()) if at_once else 1
+    budgeted = plan_job(cfg, to_train, splits, started, ensemble_size=len(members), force=force, at_once=count)
     if budgeted is None:
         return cfg, None
     epochs = list(budgeted[0].epochs)
@@ -86,7 +98,7 @@ def fit_members(cfg: Config, splits: Splits, force: bool = False, budgeted: Plan
 
     models, run_ids = [], []
     plan = member_plan(cfg)
-    if budgeted is None and train_at_once(cfg, splits, plan, force):
+    if train_at_once(cfg, splits, plan, force, budgeted):
         force = False  # the workers retrained what --force asked for: the loop below reuses their runs
     timed = budgeted is not None
     carried = 0.0  # seconds of their deadlines the members trained so far left (see fit_member)
@@ -106,11 +118,12 @@ def fit_members(cfg: Config, splits: Splits, force: bool = False, budgeted: Plan
     return models, run_ids
 
 
-def train_at_once(cfg: Config, splits: Splits, plan: list, force: bool = False) -> bool:
+def train_at_once(cfg: Config, splits: Splits, plan: list, force: bool = False, budgeted: Plan | None = None) -> bool:
     """Train the members left to train in worker processes, ``ensemble.workers`` at a time
     (:mod:`mnist99.training.workers`), when that is more than one; whether they did. Each worker is
     ``mnist99 ensemble --member I`` on ``cfg`` as resolved here, so its member has the key this process
-    looks up afterwards."""
+    looks up afterwards. ``budgeted``: the plan, as many at a time as its lanes, each member given the plan
+    for its deadline."""
     from mnist99.config import to_yaml
     from mnist99.training import workers
     from mnist99.training.devices import has_gpu
@@ -118,9 +131,14 @@ def train_at_once(cfg: Config, splits: Splits, plan: list, force: bool = False) 
     def trained(member_cfg: Config) -> bool:
         return tracking.cached_run("train", tracking.cache_key("train", member_cfg, splits.digest)) is not None
 
+    if budgeted is not None and budgeted.lanes < 2:
+        return False
     todo = [i for i, (member_cfg, run_id) in enumerate(plan, start=1) if run_id is None and (force or not trained(member_cfg))]
     cores = workers.cpu_cores()
-    count = workers.worker_count(cfg.ensemble.workers, len(todo), cores, has_gpu(), cfg.train.budget is not None)
+    if budgeted is not None:
+        count = min(budgeted.lanes, len(todo))
+    else:
+        count = workers.worker_count(cfg.ensemble.workers, len(todo), cores, has_gpu())
     if count < 2:
         return False
     env = workers.thread_environment(count, cores)
@@ -129,8 +147,13 @@ def train_at_once(cfg: Config, splits: Splits, plan: list, force: bool = False) 
     with tempfile.TemporaryDirectory(prefix="mnist99-workers-") as folder:
         config_file = Path(folder) / "config.yaml"
         config_file.write_text(to_yaml(cfg))
+        plan_file = None
+        if budgeted is not None:
+            plan_file = Path(folder) / "plan.json"
+            plan_file.write_text(json.dumps(budgeted.to_dict()))
         parent = tracking.active_run_id() or "-"
-        jobs = [(f"member {i}", workers.member_command(str(config_file), i, force, parent, (len(todo) - 1 - place) // count))
+        jobs = [(f"member {i}", workers.member_command(str(config_file), i, force, parent, (len(todo) - 1 - place) // count,
+                                                       plan_file and str(plan_file)))
                 for place, i in enumerate(todo)]
         workers.run_workers(jobs, count, env)
     return True
@@ -241,8 +264,14 @@ def run(cfg: Config, args: argparse.Namespace | None = None) -> dict:
     started = getattr(args, "started", None) or time.time()
     force = bool(getattr(args, "force", False))
     member = getattr(args, "member", None)
+    if getattr(args, "probe", None) is not None:
+        from mnist99.training.concurrent_probe import probe_worker
+
+        return dataclasses.asdict(probe_worker(cfg, args.probe))
     if member is not None:
-        return run_member(cfg, member, started, force, worker=getattr(args, "worker", None))
+        plan_file = getattr(args, "plan", None)
+        plan = Plan.from_dict(json.loads(Path(plan_file).read_text())) if plan_file else None
+        return run_member(cfg, member, started, force, worker=getattr(args, "worker", None), budgeted=plan)
     tracking.setup(cfg)
     splits = make_splits(cfg.data, cfg.seed)
     cfg, budgeted = plan_budget(cfg, splits, started, force)
@@ -259,13 +288,15 @@ def run(cfg: Config, args: argparse.Namespace | None = None) -> dict:
 
 
 def run_member(cfg: Config, index: int, started: float, force: bool = False,
-               worker: tuple[str, str] | None = None) -> dict:
+               worker: tuple[str, str] | None = None, budgeted: Plan | None = None) -> dict:
     """Member ``index`` (from 1) alone, as an ordinary (not nested) train run under its claim, or the
     FINISHED run another process trained; returns its run id (and metrics when trained here).
 
     ``worker``: (the ensemble's run id or "-", how many members this worker's slot trains after this one) when an
     ensemble's process runs it (:func:`train_at_once`): the member's run nests under the ensemble's, it says when
-    the job will end, and the ensemble, not the member, combines them."""
+    the job will end, and the ensemble, not the member, combines them. ``budgeted``: the plan of that ensemble's
+    budget (``cfg`` is planned): the member's deadline, less what this process took before it (Python, TensorFlow,
+    the data: the plan's probe timed them as part of the member's start)."""
     from mnist99.delivery.ensemble import member_plan
     from mnist99.stages.train import finish_timer
 
@@ -277,7 +308,7 @@ def run_member(cfg: Config, index: int, started: float, force: bool = False,
         raise ConfigError(f"--member {index}: ensemble.members[{index - 1}].run_id names its run; nothing to train")
     tracking.setup(cfg)
     splits = make_splits(cfg.data, cfg.seed)
-    cfg, budgeted = plan_once(cfg, splits, started, force)
+    cfg, budgeted = plan_once(cfg, splits, started, force) if budgeted is None else (cfg, (budgeted, ""))
     rank = sum(run_id is None for _, run_id in asked[:index])  # its place among the members to train
     if budgeted is not None and rank > len(budgeted[0].epochs):  # the plan drops the last ones
         plan = budgeted[0]
@@ -288,8 +319,9 @@ def run_member(cfg: Config, index: int, started: float, force: bool = False,
     label = f"ensemble: member {index}/{size}"
     parent, after = (worker[0] if worker[0] != "-" else None, int(worker[1])) if worker else (None, 0)
     timer = [] if worker is None or budgeted else [finish_timer(asked[index - 1][0], splits, label, after, size)]
+    carried = -(time.time() - started) if worker and budgeted else 0.0
     out = fit_member(cfg, splits, index, force=force, budgeted=budgeted[0] if budgeted else None, callbacks=timer,
-                     parent_run_id=parent)
+                     parent_run_id=parent, carried=carried)
     out.pop("model", None)
     if worker is None:
         print(f"{label}: run {out['run_id']}; `mnist99 ensemble` or `mnist99 run` with the "
@@ -305,7 +337,7 @@ def plan_once(cfg: Config, splits: Splits, started: float, force: bool = False) 
         return cfg, None
     key = tracking.cache_key("ensemble", cfg, splits.digest)
     with tracking.claimed(f"plan-{key}", "ensemble: the budget's plan", cfg.tracking.claim):
-        planned, budgeted = plan_budget(cfg, splits, started, force)
+        planned, budgeted = plan_budget(cfg, splits, started, force, at_once=False)
         if budgeted is not None and (force or tracking.recorded_plan(budgeted[1]) is None):
             with tracking.stage_run(cfg, "plan", f"budget-plan-{run_name(cfg)}"):
                 tracking.record_plan(budgeted[1], budgeted[0].to_dict(), budgeted[0].params())

@@ -31,13 +31,15 @@ def run_name(cfg: Config) -> str:
 
 
 def plan_budget(cfg: Config, to_train: Sequence[Config], splits: Splits, started: float, ensemble_size: int = 0,
-                force: bool = False, clock: Clock = time.time) -> tuple[Plan, str] | None:
+                force: bool = False, clock: Clock = time.time, at_once: int = 1) -> tuple[Plan, str] | None:
     """The plan for ``cfg.train.budget`` and its key (None without a budget or a member to train); says it in one line.
 
     The plan recorded under the key of the job as asked (an earlier attempt of the same command) is
     reused unless ``force``; else each config of ``to_train`` is timed (:mod:`mnist99.training.probe`)
     and the epochs planned. ``ensemble_size``: the job ends with an ensemble of that many members,
-    evaluated and exported; 0: one model.
+    evaluated and exported; 0: one model. ``at_once``: members that train at once, each in a worker process
+    (``ensemble.workers``): they are timed that way (:mod:`mnist99.training.concurrent_probe`) and planned in as
+    many lanes, and what follows them is timed in this process.
     """
     if cfg.train.budget is None or not to_train:
         return None
@@ -50,8 +52,19 @@ def plan_budget(cfg: Config, to_train: Sequence[Config], splits: Splits, started
         return plan, key
     from mnist99.training.probe import measure_speed, measure_speeds
 
-    speeds = measure_speeds(to_train, lambda member: measure_speed(member, splits, clock))
-    plan = budget.plan_job(cfg, to_train, speeds, splits.counts(), started, ensemble_size, robust_images(cfg), clock)
+    if at_once > 1:
+        from mnist99.training import workers
+        from mnist99.training.concurrent_probe import measure_at_once
+        from mnist99.training.probe import measure_scoring
+
+        scoring = measure_scoring(to_train[0], splits, clock)
+        env = workers.thread_environment(at_once, workers.cpu_cores())
+        speeds = measure_speeds(to_train, lambda member: measure_at_once(member, at_once, env, clock))
+    else:
+        scoring = None
+        speeds = measure_speeds(to_train, lambda member: measure_speed(member, splits, clock))
+    plan = budget.plan_job(cfg, to_train, speeds, splits.counts(), started, ensemble_size, robust_images(cfg), clock,
+                           lanes=at_once, scoring=scoring)
     print(f"{stage}: {budget.plan_line(plan, started, noun)}", flush=True)
     return plan, key
 

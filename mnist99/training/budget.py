@@ -136,6 +136,8 @@ class Plan:
     # per member: the epochs the probe's speed fits by the aim (the last member's may end partway); none in
     # plans without headroom, whose ``epochs`` fit
     fit_epochs: tuple[int, ...] = ()
+    # members training at once (ensemble.workers): member i trains in lane i % lanes, after the lane's earlier members
+    lanes: int = 1
 
     @property
     def fitting(self) -> tuple[int, ...]:
@@ -149,11 +151,11 @@ class Plan:
         less the overshoot. None for a plan recorded without fit times."""
         if not self.fit_seconds:
             return None
-        last = len(self.fit_seconds) - 1
-        spare = self.budget * AIM - self.planned_seconds
+        lane = lane_members(len(self.fit_seconds), self.lanes)[member % self.lanes]
+        spare = self.budget * AIM - (self.planned_at + sum(self.member_seconds[i] for i in lane) + self.after_seconds)
         if spare >= 0:
-            return self.fit_seconds[member] + spare / len(self.fit_seconds)
-        return self.fit_seconds[member] + (spare if member == last else 0.0)
+            return self.fit_seconds[member] + spare / len(lane)
+        return self.fit_seconds[member] + (spare if member == lane[-1] else 0.0)
 
     def after_fit_seconds(self, member: int) -> float:
         """Seconds member ``member`` is planned to take after its fit: its final evaluation, saving and logging."""
@@ -161,8 +163,9 @@ class Plan:
 
     @property
     def planned_seconds(self) -> float:
-        """The job's seconds if every member ran every planned epoch whole."""
-        return self.planned_at + sum(self.member_seconds) + self.after_seconds
+        """The job's seconds if every member ran every planned epoch whole: its longest lane's members."""
+        lanes = lane_members(len(self.member_seconds), self.lanes)
+        return self.planned_at + max(sum(self.member_seconds[i] for i in lane) for lane in lanes) + self.after_seconds
 
     @property
     def expected_seconds(self) -> float:
@@ -184,8 +187,14 @@ class Plan:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
+def lane_members(members: int, lanes: int) -> list[list[int]]:
+    """The members (0-based) each of ``lanes`` lanes trains, one after another: member i in lane i % lanes, as a pool
+    of that many workers takes members of equal cost in order. Empty lanes (fewer members) are left out."""
+    return [list(range(lane, members, lanes)) for lane in range(min(lanes, members))]
+
+
 def plan_epochs(budget: float, members: Sequence[MemberCost], after_seconds: float, max_epochs: int,
-                started: float, clock: Clock = time.time, aim: float = AIM) -> Plan:
+                started: float, clock: Clock = time.time, aim: float = AIM, lanes: int = 1) -> Plan:
     """Epochs per member (1 to ``max_epochs``) for the job to end at ``aim * budget``.
 
     Every member gets the same epochs, then one more each, in order, while that still fits; then,
@@ -197,35 +206,43 @@ def plan_epochs(budget: float, members: Sequence[MemberCost], after_seconds: flo
     ``fit_epochs``; each member's schedule (``epochs``) is :data:`HEADROOM` longer, up to ``max_epochs``,
     so that a machine that speeds up after the probe still fills the budget.
     ``started`` is when the job started on ``clock``; the time since counts against the budget.
+    ``lanes``: members that train at once (:func:`lane_members`); the job waits on its longest lane, and each
+    lane is planned as above within the time the members leave.
 
     Raises ConfigError naming the budget and the least that would do when even one epoch each does not fit.
     """
     planned_at = clock() - started
-    fixed = planned_at + after_seconds + sum(m.fixed for m in members)
-    one_round = sum(m.epoch for m in members)
-    room = budget * aim - fixed
-    if room < one_round:
+    lanes = lane_members(len(members), lanes)
+    room = budget * aim - planned_at - after_seconds  # what each lane's members may take
+    costs = [(sum(members[i].fixed for i in lane), sum(members[i].epoch for i in lane)) for lane in lanes]
+    fixed, one_round = max(costs, key=lambda cost: cost[0] + cost[1])
+    if any(room - f < e for f, e in costs):
         noun = "model" if len(members) == 1 else f"{len(members)} members"
+        needed = planned_at + after_seconds + fixed + one_round
         raise ConfigError(f"train.budget={format_duration(budget)} is too small for {noun} on this machine: "
-                          f"one epoch each needs ~{format_duration(fixed + one_round)}, so give at least "
-                          f"{format_duration(math.ceil((fixed + one_round) / aim))}")
-    rounds = int(room // one_round)
+                          f"one epoch each needs ~{format_duration(needed)}, so give at least "
+                          f"{format_duration(math.ceil(needed / aim))}")
+    rounds = min(int((room - f) // e) for f, e in costs)
     epochs = [min(max_epochs, rounds)] * len(members)
-    left = room - epochs[0] * one_round
+    left = [room - f - epochs[0] * e for f, e in costs]  # per lane
     for i, member in enumerate(members):
-        if epochs[i] < max_epochs and member.epoch <= left:
+        lane = i % len(lanes)
+        if epochs[i] < max_epochs and member.epoch <= left[lane]:
             epochs[i] += 1
-            left -= member.epoch
-    if epochs[-1] < max_epochs and left >= GRAIN * members[-1].epoch:
-        epochs[-1] += 1
+            left[lane] -= member.epoch
+    for lane, held in enumerate(lanes):  # each lane's last member: one epoch more that ends partway
+        last = held[-1]
+        if epochs[last] < max_epochs and left[lane] >= GRAIN * members[last].epoch:
+            epochs[last] += 1
     schedules = tuple(min(max_epochs, math.ceil(round(e * (1 + HEADROOM), 6))) for e in epochs)
     return Plan(budget, schedules, tuple(m.seconds(e) for m, e in zip(members, epochs)), after_seconds,
                 planned_at, max_epochs, capped=rounds >= max_epochs,
-                fit_seconds=tuple(m.fit_seconds(e) for m, e in zip(members, epochs)), fit_epochs=tuple(epochs))
+                fit_seconds=tuple(m.fit_seconds(e) for m, e in zip(members, epochs)), fit_epochs=tuple(epochs),
+                lanes=len(lanes))
 
 
 def plan_members(budget: float, members: Sequence[MemberCost], after_seconds: Callable[[int], float], max_epochs: int,
-                 min_epochs: int, started: float, clock: Clock = time.time, aim: float = AIM) -> Plan:
+                 min_epochs: int, started: float, clock: Clock = time.time, aim: float = AIM, lanes: int = 1) -> Plan:
     """:func:`plan_epochs` for the most of ``members`` (the first ones, at least one) that each still get
     ``min_epochs`` epochs; ``after_seconds(n)``: what the job takes after ``n`` of them.
 
@@ -234,11 +251,11 @@ def plan_members(budget: float, members: Sequence[MemberCost], after_seconds: Ca
     of 3 members x 2-4 epochs reached 99.32 and 99.60% validation accuracy (two draws), of 2 members x
     4-6 epochs 99.54 and 99.58%, of one member x 9-10 epochs 99.50 and 99.72%
     (benchmarks/results/cpu-2core/2026-12-01-budget-members.md). Raises ConfigError (see
-    :func:`plan_epochs`) when not even one member gets one epoch.
+    :func:`plan_epochs`) when not even one member gets one epoch. ``lanes``: see :func:`plan_epochs`.
     """
     for count in range(len(members), 1, -1):
         try:
-            plan = plan_epochs(budget, members[:count], after_seconds(count), max_epochs, started, clock, aim)
+            plan = plan_epochs(budget, members[:count], after_seconds(count), max_epochs, started, clock, aim, lanes)
         except ConfigError:
             continue
         if min(plan.fitting) >= min(min_epochs, max_epochs):
@@ -248,16 +265,20 @@ def plan_members(budget: float, members: Sequence[MemberCost], after_seconds: Ca
 
 
 def plan_job(cfg: Config, to_train: Sequence[Config], speeds: Sequence[Speed], counts: dict[str, int], started: float,
-             ensemble_size: int = 0, robust_images: int = 0, clock: Clock = time.time) -> Plan:
+             ensemble_size: int = 0, robust_images: int = 0, clock: Clock = time.time, lanes: int = 1,
+             scoring: float | None = None) -> Plan:
     """:func:`plan_members` for ``cfg.train.budget``, each config of ``to_train`` at its measured speed.
 
     ``counts``: the images in the ``train``, ``val`` and ``test`` splits. ``ensemble_size``: the job ends
     with an ensemble of that many members (those of ``to_train`` and members reused, not trained), scored,
     evaluated (``robust_images`` for its robustness table) and exported; 0: one model, nothing after it.
+    ``lanes``: members that train at once (``speeds`` then timed that way: :func:`mnist99.training.probe.measure_at_once`);
+    ``scoring``: seconds an image takes through a member in this process, after the members (default: the speeds').
     """
     costs = [member_cost(speed, member.train, counts["train"], counts["val"], counts["test"])
              for speed, member in zip(speeds, to_train)]
-    image_seconds = sum(s.image_seconds for s in speeds) / len(speeds)  # also for members reused, not timed
+    # also for members reused, not timed
+    image_seconds = scoring if scoring is not None else sum(s.image_seconds for s in speeds) / len(speeds)
     reused = ensemble_size - len(to_train) if ensemble_size else 0
 
     def after(trained: int) -> float:  # the ensemble's members: those reused and ``trained`` of those to train
@@ -266,7 +287,7 @@ def plan_job(cfg: Config, to_train: Sequence[Config], speeds: Sequence[Speed], c
                                      robust_images, tta_views(cfg, len(members)))
 
     return plan_members(cfg.train.budget, costs, after, cfg.train.budget_max_epochs, cfg.train.budget_min_epochs,
-                        started, clock)
+                        started, clock, lanes=lanes)
 
 
 def epochs_that_fit(elapsed: float, epoch: float, allowance: float, done: int, end: int) -> float:
@@ -313,7 +334,8 @@ def epochs_phrase(plan: Plan) -> str:
 def plan_line(plan: Plan, started: float, noun: str = "member") -> str:
     """``budget 10m: 3 members x 9 epochs (schedules of 11), ~3.1 min each; expected finish 14:32 (95% of it)``."""
     each = sum(plan.member_seconds) / len(plan.member_seconds) / 60
-    line = (f"budget {format_duration(plan.budget)}: {counted(len(plan.epochs), noun)} x {epochs_phrase(plan)}, "
+    at_once = f" ({plan.lanes} at once)" if plan.lanes > 1 else ""
+    line = (f"budget {format_duration(plan.budget)}: {counted(len(plan.epochs), noun)}{at_once} x {epochs_phrase(plan)}, "
             f"~{each:.1f} min each; expected finish "
             f"{finish_time(started + plan.expected_seconds)} ({plan.expected_seconds / plan.budget:.0%} of it)")
     if plan.capped:

@@ -29,7 +29,11 @@ def measure_speed(cfg: Config, splits: Splits, clock: Clock = time.time) -> Spee
     from mnist99.training.fit import set_up
 
     began = clock()
-    setup = set_up(cfg, splits)
+    return time_set_up(cfg, splits, set_up(cfg, splits), began, clock)
+
+
+def time_set_up(cfg: Config, splits: Splits, setup, began: float, clock: Clock = time.time) -> Speed:
+    """:func:`time_fit` on a :class:`~mnist99.training.fit.Setup` of ``cfg`` made since ``began``."""
 
     def train(steps: int) -> tuple[dict, int]:
         taken = setup.train_ds.take(steps)
@@ -38,6 +42,27 @@ def measure_speed(cfg: Config, splits: Splits, clock: Clock = time.time) -> Spee
     val_images, eval_images = timed_images(len(splits.y_val))
     return time_fit(cfg, setup.fitted, train, setup.val_ds.take(1), to_model_input(splits.x_val[:eval_images]),
                     val_images=val_images, began=began, clock=clock, net=serving_twin(setup.model))
+
+
+def measure_scoring(cfg: Config, splits: Splits, clock: Clock = time.time) -> float:
+    """Seconds an image takes through ``cfg``'s net (its serving twin) in this process, as :func:`time_fit`
+    times it: what the ensemble's scoring and evaluation pay once its members, trained elsewhere, are done."""
+    from mnist99.models import build_model
+
+    _, eval_images = timed_images(len(splits.y_val))
+    return time_forward(serving_twin(build_model(cfg.model)), to_model_input(splits.x_val[:eval_images]), clock)[0]
+
+
+def time_forward(net, evaluation, clock: Clock = time.time) -> tuple[float, float]:
+    """Seconds per image of ``net``'s forward passes over ``evaluation`` through
+    :func:`~mnist99.delivery.forward.predict_probs`, and the seconds its first batch took beyond that (tracing the
+    predict step, which each member's first scoring pays too)."""
+    began = clock()
+    predict_probs(net, evaluation[:EVAL_BATCH])  # traces the predict step
+    traced = clock()
+    predict_probs(net, evaluation)
+    image_seconds = (clock() - traced) / len(evaluation)
+    return image_seconds, traced - began - min(len(evaluation), EVAL_BATCH) * image_seconds
 
 
 def timed_images(n_val: int) -> tuple[int, int]:
@@ -76,13 +101,7 @@ def time_fit(cfg: Config, model, train: Callable[[int], tuple[dict, int]], valid
                                            on_epoch_end=lambda epoch, logs: marks.append(clock()))
     model.fit(**fit_input, validation_data=validation, epochs=2, verbose=0, shuffle=False,
               callbacks=[*standard_callbacks(cfg, timer), edges])  # last: its epoch spans the others'
-    forward = model if net is None else net
-    fitted = clock()
-    predict_probs(forward, evaluation[:EVAL_BATCH])  # traces the predict step
-    traced = clock()
-    predict_probs(forward, evaluation)
-    image_seconds = (clock() - traced) / len(evaluation)
-    tracing = traced - fitted - min(len(evaluation), EVAL_BATCH) * image_seconds
+    image_seconds, tracing = time_forward(model if net is None else net, evaluation, clock)
     steady = marks[3] - marks[2]
     beyond = steady - steps * timer.step_seconds - val_images * image_seconds
     return Speed(timer.step_seconds, start_seconds=max(marks[1] - began - steady + tracing, 0.0),

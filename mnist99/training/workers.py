@@ -7,8 +7,8 @@ TensorFlow's default threads (median 1.45 over six rounds;
 benchmarks/results/cpu-2core/2026-12-07-members-at-once.md). Each worker is ``mnist99 ensemble --member I``, the
 command that trains a member on another machine: its own train run under its claim, nested under the ensemble's
 run, the same arithmetic as a member trained in the ensemble's process; the ensemble then reuses the FINISHED runs.
-Budgets and GPUs train members one after another: a budget's plan times one process on all cores, and a GPU is one
-device.
+A GPU trains members one after another: it is one device. A budget's plan times the members at once as they will
+train (:mod:`mnist99.training.concurrent_probe`).
 """
 from __future__ import annotations
 
@@ -37,15 +37,15 @@ def cpu_cores() -> int:
         return os.cpu_count() or 1
 
 
-def worker_count(setting: str | int, to_train: int, cores: int, gpu: bool, budgeted: bool) -> int:
-    """How many members train at once: ``setting`` (an int) as given, at most ``to_train``; ``auto``: one on a GPU,
-    under a budget or on one core, else every member to train up to cores + 1 (3 members on 2 cores finish
+def worker_count(setting: str | int, to_train: int, cores: int, gpu: bool) -> int:
+    """How many members train at once: ``setting`` (an int) as given, at most ``to_train``; ``auto``: one on a GPU
+    or on one core, else every member to train up to cores + 1 (3 members on 2 cores finish
     together; 2 workers then 1 would leave a core idle at the end)."""
     if to_train < 2:
         return 1
     if setting != "auto":
         return max(1, min(int(setting), to_train))
-    if gpu or budgeted or cores < 2:
+    if gpu or cores < 2:
         return 1
     return min(to_train, cores + 1)
 
@@ -129,9 +129,17 @@ def _start(label: str, command: list[str], env: dict[str, str], show: Callable[[
     return worker
 
 
-def member_command(config_file: str, index: int, force: bool, parent_run_id: str = "-", after: int = 0) -> list[str]:
+def cli_command(*args: str) -> list[str]:
+    """``mnist99 ARGS`` in a child process of this Python. ``-P``: the child does not put its working folder first
+    on its import path, where a folder named ``mnist99`` (an MLflow artifact root named after the experiment) would
+    shadow the package."""
+    return [sys.executable, "-P", "-m", "mnist99.cli", *args]
+
+
+def member_command(config_file: str, index: int, force: bool, parent_run_id: str = "-", after: int = 0,
+                   plan_file: str | None = None) -> list[str]:
     """The worker command that trains member ``index`` of the ensemble in ``config_file`` (the resolved config),
     its run nested under ``parent_run_id`` ("-": none); ``after``: how many members its slot trains after it
-    (for the finish time it prints)."""
-    return [sys.executable, "-m", "mnist99.cli", "ensemble", "-c", config_file, "--member", str(index),
-            "--worker", parent_run_id, str(after), *(["--force"] if force else [])]
+    (for the finish time it prints); ``plan_file``: the budget's plan (JSON) its deadline comes from."""
+    return cli_command("ensemble", "-c", config_file, "--member", str(index), "--worker", parent_run_id, str(after),
+                       *(["--plan", plan_file] if plan_file else []), *(["--force"] if force else []))
