@@ -33,9 +33,9 @@ def outputs(model: keras.Model, x: np.ndarray) -> np.ndarray:
     return np.asarray(model.predict_on_batch(x))
 
 
-@pytest.mark.parametrize("config", ["default", "mlp"])
-def test_a_packaged_model_folds_every_batchnorm_and_computes_the_same(config):
-    net = trained_looking(serving_twin(build_model(load_config([config]).model)))
+@pytest.mark.parametrize("configs", [["default"], ["mlp", "mlp-cpu"]])  # the MLP's recipe at CPU width: the same layers
+def test_a_packaged_model_folds_every_batchnorm_and_computes_the_same(configs):
+    net = trained_looking(serving_twin(build_model(load_config(configs).model)))
     folded = fold_batchnorm(net)
     x = np.random.default_rng(1).uniform(0, 1, (64, 28, 28, 1)).astype("float32")
     assert batchnorms(net) and not batchnorms(folded)

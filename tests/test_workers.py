@@ -114,6 +114,37 @@ def test_a_budget_with_workers_times_them_together_and_plans_them_in_lanes(store
     assert lone.lanes == 1
 
 
+def test_a_plan_at_once_that_drops_members_is_timed_again_one_after_another_and_the_more_epochs_win(
+        store, tiny_splits, monkeypatch, capsys):
+    from mnist99 import tracking
+    from mnist99.config import load_config
+    from mnist99.stages import ensemble
+    from mnist99.training import concurrent_probe, probe, workers
+    from mnist99.training.budget import Speed
+
+    cfg = load_config(None, ["ensemble.size=3", "train.budget=10m", "evaluate.robustness=false", "train.budget_min_epochs=6"])
+    steps = max(len(tiny_splits.y_train) // cfg.train.batch_size, 1)  # as budget.member_cost counts them
+    monkeypatch.setattr(workers, "cpu_cores", lambda: 2)
+    monkeypatch.setattr(probe, "measure_scoring", lambda cfg, splits, clock: 0.0001)
+
+    def speeds(at_once: float, alone: float) -> None:  # seconds an epoch's steps take
+        monkeypatch.setattr(concurrent_probe, "measure_at_once", lambda *a: Speed(at_once / steps, 1.0, 0.0001, 0.0))
+        monkeypatch.setattr(probe, "measure_speed", lambda *a, **k: Speed(alone / steps, 1.0, 0.0001, 0.0))
+
+    tracking.setup(cfg)
+    # at once each member's epoch takes 110 s: under 6 epochs each, whatever the members, so 1 is kept; one after
+    # another 25 s: 3 members x 7-8
+    speeds(at_once=110.0, alone=25.0)
+    _, (plan, _) = ensemble.plan_budget(cfg, tiny_splits, started=time.time())
+    printed = capsys.readouterr().out
+    assert plan.lanes == 1 and plan.fitting == (7, 7, 8)  # the last: one more, ended partway
+    assert "budget: at once, 1 member x 5 epochs; one after another, 3 members x 7-8 epochs" in printed
+    speeds(at_once=60.0, alone=25.0)  # 3 at once: 8-9 epochs each, kept without timing them alone
+    monkeypatch.setattr(probe, "measure_speed", lambda *a, **k: pytest.fail("timed alone"))
+    _, (plan, _) = ensemble.plan_budget(cfg, tiny_splits, started=time.time(), force=True)
+    assert plan.lanes == 3 and len(plan.epochs) == 3
+
+
 def test_budgeted_workers_get_the_plan_and_count_their_start_against_their_deadline(tiny_splits, monkeypatch):
     import json
 

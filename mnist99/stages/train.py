@@ -17,7 +17,7 @@ from mnist99.data import Splits, make_splits
 from mnist99.reports import plots
 from mnist99.tracking import resume
 from mnist99.training import budget
-from mnist99.training.budget import Clock, Plan
+from mnist99.training.budget import Clock, Plan, counted, span
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,8 +50,22 @@ def plan_budget(cfg: Config, to_train: Sequence[Config], splits: Splits, started
         plan = Plan.from_dict(found[1])
         print(f"{stage}: {budget.reused_line(plan, found[0], noun)}", flush=True)
         return plan, key
+    plan = timed_plan(cfg, to_train, splits, started, ensemble_size, clock, at_once, stage, noun)
+    print(f"{stage}: {budget.plan_line(plan, started, noun)}", flush=True)
+    return plan, key
+
+
+def timed_plan(cfg: Config, to_train: Sequence[Config], splits: Splits, started: float, ensemble_size: int,
+               clock: Clock, at_once: int, stage: str, noun: str) -> Plan:
+    """Time ``to_train`` and plan (see :func:`plan_budget`). Members at once are timed at once; when that plan keeps
+    fewer members than ``at_once`` (the others would get under ``train.budget_min_epochs``), they are timed again in this
+    process, one after another, and the plan with more member-epochs wins: fewer workers each run faster than the
+    probe at ``at_once`` timed them, so that plan undercounts their epochs (on 2 Intel cores a 10-minute job kept 2 of 3
+    members, planned 6 epochs each, and they ran 8 in the time)."""
     from mnist99.training.probe import measure_speed, measure_speeds
 
+    plans = {}
+    counts, robust = splits.counts(), robust_images(cfg)
     if at_once > 1:
         from mnist99.training import workers
         from mnist99.training.concurrent_probe import measure_at_once
@@ -60,13 +74,18 @@ def plan_budget(cfg: Config, to_train: Sequence[Config], splits: Splits, started
         scoring = measure_scoring(to_train[0], splits, clock)
         env = workers.thread_environment(at_once, workers.cpu_cores())
         speeds = measure_speeds(to_train, lambda member: measure_at_once(member, at_once, env, clock))
-    else:
-        scoring = None
-        speeds = measure_speeds(to_train, lambda member: measure_speed(member, splits, clock))
-    plan = budget.plan_job(cfg, to_train, speeds, splits.counts(), started, ensemble_size, robust_images(cfg), clock,
-                           lanes=at_once, scoring=scoring)
-    print(f"{stage}: {budget.plan_line(plan, started, noun)}", flush=True)
-    return plan, key
+        plans["at once"] = budget.plan_job(cfg, to_train, speeds, counts, started, ensemble_size, robust, clock,
+                                           lanes=at_once, scoring=scoring)
+        if plans["at once"].lanes == at_once:
+            return plans["at once"]
+    speeds_alone = measure_speeds(to_train, lambda member: measure_speed(member, splits, clock))
+    plans["one after another"] = budget.plan_job(cfg, to_train, speeds_alone, counts, started, ensemble_size, robust, clock)
+    if at_once > 1:  # planned again now: the second probe's time counts too
+        plans["at once"] = budget.plan_job(cfg, to_train, speeds, counts, started, ensemble_size, robust, clock,
+                                           lanes=at_once, scoring=scoring)
+        print(f"{stage}: budget: " + "; ".join(f"{way}, {counted(len(p.epochs), noun)} x {span(p.fitting)} epochs"
+                                               for way, p in plans.items()), flush=True)
+    return max(reversed(plans.values()), key=lambda p: sum(p.fitting))
 
 
 def robust_images(cfg: Config) -> int:
