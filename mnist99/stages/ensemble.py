@@ -156,6 +156,10 @@ def train_at_once(cfg: Config, splits: Splits, plan: list, force: bool = False, 
                                                        plan_file and str(plan_file)))
                 for place, i in enumerate(todo)]
         workers.run_workers(jobs, count, env)
+    missing = [i for i in todo if not trained(plan[i - 1][0])]
+    if missing:  # retraining them here would double the job's time (and overrun any budget)
+        raise workers.WorkerError(f"member {missing[0]}: its worker exited 0 but no FINISHED train run has the key this process "
+                                  "gives it: did mnist99's code or the data change while the workers ran?")
     return True
 
 

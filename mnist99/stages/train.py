@@ -57,35 +57,31 @@ def plan_budget(cfg: Config, to_train: Sequence[Config], splits: Splits, started
 
 def timed_plan(cfg: Config, to_train: Sequence[Config], splits: Splits, started: float, ensemble_size: int,
                clock: Clock, at_once: int, stage: str, noun: str) -> Plan:
-    """Time ``to_train`` and plan (see :func:`plan_budget`). Members at once are timed at once; when that plan keeps
-    fewer members than ``at_once`` (the others would get under ``train.budget_min_epochs``), they are timed again in this
-    process, one after another, and the plan with more member-epochs wins: fewer workers each run faster than the
-    probe at ``at_once`` timed them, so that plan undercounts their epochs (on 2 Intel cores a 10-minute job kept 2 of 3
-    members, planned 6 epochs each, and they ran 8 in the time)."""
+    """Time ``to_train`` and plan (see :func:`plan_budget`). Each member is timed in this process first, as one after
+    another trains it. With ``at_once`` workers, when that plan keeps every member, they are timed again at once in
+    as many processes (:mod:`mnist99.training.concurrent_probe`) and planned in as many lanes, and the plan with more
+    member-epochs wins. A plan that drops members one after another is kept: at once would drop them too, the
+    probe at once costs ~40-60 s on 2 cores, and fewer workers run faster than a probe of ``at_once`` times them
+    (a 10-minute job on 2 Intel cores planned 2 members at once x 6 epochs, and they ran 8 in the time)."""
     from mnist99.training.probe import measure_speed, measure_speeds
 
-    plans = {}
     counts, robust = splits.counts(), robust_images(cfg)
-    if at_once > 1:
-        from mnist99.training import workers
-        from mnist99.training.concurrent_probe import measure_at_once
-        from mnist99.training.probe import measure_scoring
+    speeds = measure_speeds(to_train, lambda member: measure_speed(member, splits, clock))
+    alone = budget.plan_job(cfg, to_train, speeds, counts, started, ensemble_size, robust, clock)
+    if at_once < 2 or alone.dropped:
+        return alone
+    from mnist99.training import workers
+    from mnist99.training.concurrent_probe import measure_at_once
 
-        scoring = measure_scoring(to_train[0], splits, clock)
-        env = workers.thread_environment(at_once, workers.cpu_cores())
-        speeds = measure_speeds(to_train, lambda member: measure_at_once(member, at_once, env, clock))
-        plans["at once"] = budget.plan_job(cfg, to_train, speeds, counts, started, ensemble_size, robust, clock,
-                                           lanes=at_once, scoring=scoring)
-        if plans["at once"].lanes == at_once:
-            return plans["at once"]
-    speeds_alone = measure_speeds(to_train, lambda member: measure_speed(member, splits, clock))
-    plans["one after another"] = budget.plan_job(cfg, to_train, speeds_alone, counts, started, ensemble_size, robust, clock)
-    if at_once > 1:  # planned again now: the second probe's time counts too
-        plans["at once"] = budget.plan_job(cfg, to_train, speeds, counts, started, ensemble_size, robust, clock,
-                                           lanes=at_once, scoring=scoring)
-        print(f"{stage}: budget: " + "; ".join(f"{way}, {counted(len(p.epochs), noun)} x {span(p.fitting)} epochs"
-                                               for way, p in plans.items()), flush=True)
-    return max(reversed(plans.values()), key=lambda p: sum(p.fitting))
+    env = workers.thread_environment(at_once, workers.cpu_cores())
+    together = measure_speeds(to_train, lambda member: measure_at_once(member, at_once, env, clock))
+    scoring = sum(s.image_seconds for s in speeds) / len(speeds)  # what follows the members runs in this process
+    plans = {"one after another": budget.plan_job(cfg, to_train, speeds, counts, started, ensemble_size, robust, clock),
+             "at once": budget.plan_job(cfg, to_train, together, counts, started, ensemble_size, robust, clock,
+                                        lanes=at_once, scoring=scoring)}  # both planned now: each probe's time counts
+    print(f"{stage}: budget: " + "; ".join(f"{way}, {counted(len(p.epochs), noun)} x {span(p.fitting)} epochs"
+                                           for way, p in plans.items()), flush=True)
+    return max(plans.values(), key=lambda p: sum(p.fitting))
 
 
 def robust_images(cfg: Config) -> int:

@@ -44,15 +44,6 @@ def time_set_up(cfg: Config, splits: Splits, setup, began: float, clock: Clock =
                     val_images=val_images, began=began, clock=clock, net=serving_twin(setup.model))
 
 
-def measure_scoring(cfg: Config, splits: Splits, clock: Clock = time.time) -> float:
-    """Seconds an image takes through ``cfg``'s net (its serving twin) in this process, as :func:`time_fit`
-    times it: what the ensemble's scoring and evaluation pay once its members, trained elsewhere, are done."""
-    from mnist99.models import build_model
-
-    _, eval_images = timed_images(len(splits.y_val))
-    return time_forward(serving_twin(build_model(cfg.model)), to_model_input(splits.x_val[:eval_images]), clock)[0]
-
-
 def time_forward(net, evaluation, clock: Clock = time.time) -> tuple[float, float]:
     """Seconds per image of ``net``'s forward passes over ``evaluation`` through
     :func:`~mnist99.delivery.forward.predict_probs`, and the seconds its first batch took beyond that (tracing the

@@ -3,8 +3,9 @@
 TensorFlow spreads each op of one training step over the cores, and the default net's ops are small (32-64 channels
 at 14x14 and 7x7), so the cores wait on each other between ops. Single-threaded processes, each a member, keep every
 core busy: side by side on 2 Intel Xeon cores, three trained 1.28-1.66x the images/s of one process with
-TensorFlow's default threads (median 1.45 over six rounds;
-benchmarks/results/cpu-2core/2026-12-07-members-at-once.md). Each worker is ``mnist99 ensemble --member I``, the
+TensorFlow's default threads (median 1.45 over six rounds of short fits;
+benchmarks/results/cpu-2core/2026-12-07-members-at-once.md), 1.28 and 1.33x in whole epochs of ``mnist99 train``
+(2026-12-07-members-at-once-real-epochs.md). Each worker is ``mnist99 ensemble --member I``, the
 command that trains a member on another machine: its own train run under its claim, nested under the ensemble's
 run, the same arithmetic as a member trained in the ensemble's process; the ensemble then reuses the FINISHED runs.
 A GPU trains members one after another: it is one device. A budget's plan times the members at once as they will
