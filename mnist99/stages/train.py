@@ -37,9 +37,8 @@ def plan_budget(cfg: Config, to_train: Sequence[Config], splits: Splits, started
     The plan recorded under the key of the job as asked (an earlier attempt of the same command) is
     reused unless ``force``; else each config of ``to_train`` is timed (:mod:`mnist99.training.probe`)
     and the epochs planned. ``ensemble_size``: the job ends with an ensemble of that many members,
-    evaluated and exported; 0: one model. ``at_once``: members that train at once, each in a worker process
-    (``ensemble.workers``): they are timed that way (:mod:`mnist99.training.concurrent_probe`) and planned in as
-    many lanes, and what follows them is timed in this process.
+    evaluated and exported; 0: one model. ``at_once``: workers that can train the members at once
+    (``ensemble.workers``): the plan may give each a lane (:func:`timed_plan`).
     """
     if cfg.train.budget is None or not to_train:
         return None
