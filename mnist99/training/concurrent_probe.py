@@ -20,7 +20,7 @@ from pathlib import Path
 
 from mnist99.config import Config, to_yaml
 from mnist99.training.budget import Clock, Speed
-from mnist99.training.workers import WorkerError, cli_command
+from mnist99.training.workers import WorkerError, cli_command, last_error_line
 
 READY = "probe: ready"
 SPEED = "probe: speed "
@@ -66,8 +66,8 @@ def _read_until(process: subprocess.Popen, errors, prefix: str) -> str:
             return line.rstrip("\n")
     process.wait()
     errors.seek(0)
-    last = next((line for line in reversed(errors.read().splitlines()) if line.strip()), "no error output")
-    raise WorkerError(f"timing the members at once: a probe process exited with status {process.returncode}: {last.strip()}")
+    raise WorkerError(f"timing the members at once: a probe process exited with status {process.returncode}: "
+                      f"{last_error_line(errors.read().splitlines())}")
 
 
 def probe_worker(cfg: Config, launched: float, go=sys.stdin.readline, clock: Clock = time.time) -> Speed:

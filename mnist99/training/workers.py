@@ -94,9 +94,8 @@ def run_workers(jobs: Sequence[tuple[str, list[str]]], workers: int, env: dict[s
                 for reader in worker.readers:
                     reader.join()
                 if worker.process.returncode != 0:
-                    last = next((line for line in reversed(worker.errors) if line.strip()), "no error output")
                     raise WorkerError(f"{worker.label}: its worker exited with status {worker.process.returncode}: "
-                                      f"{last.strip()}")
+                                      f"{last_error_line(worker.errors)}")
     finally:
         for worker in running:
             if worker.process.poll() is None:
@@ -106,6 +105,11 @@ def run_workers(jobs: Sequence[tuple[str, list[str]]], workers: int, env: dict[s
                 worker.process.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 worker.process.kill()
+
+
+def last_error_line(lines: Sequence[str]) -> str:
+    """A child process's last non-blank stderr line (its one-line error), stripped."""
+    return next((line.strip() for line in reversed(lines) if line.strip()), "no error output")
 
 
 def _start(label: str, command: list[str], env: dict[str, str], show: Callable[[str], None],
