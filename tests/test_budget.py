@@ -191,6 +191,8 @@ def test_members_at_once_are_planned_in_lanes_each_filling_the_room_the_job_leav
     assert four.planned_seconds <= 600 and Plan.from_dict(four.to_dict()) == four
     assert "3 members (3 at once) x 54 epochs" in budget.plan_line(plan, started=0)
     assert "at once" not in budget.plan_line(one_by_one, started=0)
+    assert "3 members (3 at once) x 54 epochs" in budget.reused_line(plan, "abc")  # a rerun says how its members train
+    assert "at once" not in budget.reused_line(one_by_one, "abc")
 
 
 def test_each_member_may_fit_its_planned_share_plus_an_equal_part_of_the_spare_room_and_the_last_less_its_overshoot():

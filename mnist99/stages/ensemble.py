@@ -128,12 +128,10 @@ def train_at_once(cfg: Config, splits: Splits, plan: list, force: bool = False, 
     from mnist99.training import workers
     from mnist99.training.devices import has_gpu
 
-    def trained(member_cfg: Config) -> bool:
-        return tracking.cached_run("train", tracking.cache_key("train", member_cfg, splits.digest)) is not None
-
     if budgeted is not None and budgeted.lanes < 2:
         return False
-    todo = [i for i, (member_cfg, run_id) in enumerate(plan, start=1) if run_id is None and (force or not trained(member_cfg))]
+    todo = [i for i, (member_cfg, run_id) in enumerate(plan, start=1)
+            if run_id is None and (force or not finished_member(member_cfg, splits))]
     cores = workers.cpu_cores()
     if budgeted is not None:
         count = min(budgeted.lanes, len(todo))
@@ -156,11 +154,16 @@ def train_at_once(cfg: Config, splits: Splits, plan: list, force: bool = False, 
                                                        plan_file and str(plan_file)))
                 for place, i in enumerate(todo)]
         workers.run_workers(jobs, count, env)
-    missing = [i for i in todo if not trained(plan[i - 1][0])]
+    missing = [i for i in todo if not finished_member(plan[i - 1][0], splits)]
     if missing:  # retraining them here would double the job's time (and overrun any budget)
         raise workers.WorkerError(f"member {missing[0]}: its worker exited 0 but no FINISHED train run has the key this process "
                                   "gives it: did mnist99's code or the data change while the workers ran?")
     return True
+
+
+def finished_member(member_cfg: Config, splits: Splits):
+    """The FINISHED train run of ``member_cfg`` on ``splits`` (its cache key: same config, data and code), or None."""
+    return tracking.cached_run("train", tracking.cache_key("train", member_cfg, splits.digest))
 
 
 def fit_member(cfg: Config, splits: Splits, index: int, nested: bool = False, force: bool = False,
@@ -184,10 +187,10 @@ def fit_member(cfg: Config, splits: Splits, index: int, nested: bool = False, fo
     plan = member_plan(cfg)
     member_cfg, label = plan[index - 1][0], f"ensemble: member {index}/{len(plan)}"
     key = tracking.cache_key("train", member_cfg, splits.digest)
-    found = None if force else tracking.cached_run("train", key)
+    found = None if force else finished_member(member_cfg, splits)
     if found is None:
         with tracking.claimed(key, label, cfg.tracking.claim) as claim:
-            found = None if force else tracking.cached_run("train", key)  # trained while this process waited
+            found = None if force else finished_member(member_cfg, splits)  # trained while this process waited
             if found is None:
                 print(f"{label}: training {member_cfg.model.name}, seed {member_cfg.seed}, "
                       f"{member_cfg.train.epochs} epoch(s) of {len(splits.y_train):,} images", flush=True)
@@ -312,19 +315,20 @@ def run_member(cfg: Config, index: int, started: float, force: bool = False,
         raise ConfigError(f"--member {index}: ensemble.members[{index - 1}].run_id names its run; nothing to train")
     tracking.setup(cfg)
     splits = make_splits(cfg.data, cfg.seed)
-    cfg, budgeted = plan_once(cfg, splits, started, force) if budgeted is None else (cfg, (budgeted, ""))
+    if budgeted is None:
+        cfg, planned = plan_once(cfg, splits, started, force)
+        budgeted = planned[0] if planned else None
     rank = sum(run_id is None for _, run_id in asked[:index])  # its place among the members to train
-    if budgeted is not None and rank > len(budgeted[0].epochs):  # the plan drops the last ones
-        plan = budgeted[0]
+    if budgeted is not None and rank > len(budgeted.epochs):  # the plan drops the last ones
         print(f"ensemble: member {index}/{size}: nothing to train: the budget's plan trains "
-              f"{counted(len(plan.epochs), 'member')}, not {len(plan.epochs) + plan.dropped} "
-              f"(train.budget_min_epochs={plan.min_epochs})")
+              f"{counted(len(budgeted.epochs), 'member')}, not {len(budgeted.epochs) + budgeted.dropped} "
+              f"(train.budget_min_epochs={budgeted.min_epochs})")
         return {"run_id": None}
     label = f"ensemble: member {index}/{size}"
     parent, after = (worker[0] if worker[0] != "-" else None, int(worker[1])) if worker else (None, 0)
     timer = [] if worker is None or budgeted else [finish_timer(asked[index - 1][0], splits, label, after, size)]
     carried = -(time.time() - started) if worker and budgeted else 0.0
-    out = fit_member(cfg, splits, index, force=force, budgeted=budgeted[0] if budgeted else None, callbacks=timer,
+    out = fit_member(cfg, splits, index, force=force, budgeted=budgeted, callbacks=timer,
                      parent_run_id=parent, carried=carried)
     out.pop("model", None)
     if worker is None:

@@ -334,8 +334,7 @@ def epochs_phrase(plan: Plan) -> str:
 def plan_line(plan: Plan, started: float, noun: str = "member") -> str:
     """``budget 10m: 3 members x 9 epochs (schedules of 11), ~3.1 min each; expected finish 14:32 (95% of it)``."""
     each = sum(plan.member_seconds) / len(plan.member_seconds) / 60
-    at_once = f" ({plan.lanes} at once)" if plan.lanes > 1 else ""
-    line = (f"budget {format_duration(plan.budget)}: {counted(len(plan.epochs), noun)}{at_once} x {epochs_phrase(plan)}, "
+    line = (f"budget {format_duration(plan.budget)}: {counted(len(plan.epochs), noun)}{at_once(plan)} x {epochs_phrase(plan)}, "
             f"~{each:.1f} min each; expected finish "
             f"{finish_time(started + plan.expected_seconds)} ({plan.expected_seconds / plan.budget:.0%} of it)")
     if plan.capped:
@@ -349,8 +348,13 @@ def plan_line(plan: Plan, started: float, noun: str = "member") -> str:
 def reused_line(plan: Plan, run_id: str, noun: str = "member") -> str:
     """The line of a plan found on an earlier run of the same job (a rerun, a resume, another worker)."""
     dropped = f" (not {len(plan.epochs) + plan.dropped})" if plan.dropped else ""
-    return (f"budget {format_duration(plan.budget)}: the plan of run {run_id}: {counted(len(plan.epochs), noun)}{dropped} x "
-            f"{epochs_phrase(plan)}")
+    return (f"budget {format_duration(plan.budget)}: the plan of run {run_id}: {counted(len(plan.epochs), noun)}{dropped}"
+            f"{at_once(plan)} x {epochs_phrase(plan)}")
+
+
+def at_once(plan: Plan) -> str:
+    """`` (3 at once)`` where the plan trains its members in lanes, side by side; else nothing."""
+    return f" ({plan.lanes} at once)" if plan.lanes > 1 else ""
 
 
 def used_line(budget: float, seconds: float) -> str:
