@@ -97,8 +97,10 @@ def test_a_budget_with_workers_times_them_together_and_plans_them_in_lanes(store
     seen = {}
 
     def speeds(at_once: float, alone: float) -> None:  # seconds an epoch's steps take
-        def together(cfg, count, env, clock):
-            seen.update(count=count, threads=env["TF_NUM_INTRAOP_THREADS"])
+        def together(cfg, count, env, clock, limit=None):
+            seen.update(count=count, threads=env["TF_NUM_INTRAOP_THREADS"], limit=limit)
+            if at_once is None:  # the probe processes gave no speed in time
+                raise concurrent_probe.ProbeTimeout(f"timing the members at once: gave no speed within {limit:.0f} s")
             return Speed(at_once / steps, 1.0, 0.001, 0.0)
 
         monkeypatch.setattr(concurrent_probe, "measure_at_once", together)
@@ -108,6 +110,7 @@ def test_a_budget_with_workers_times_them_together_and_plans_them_in_lanes(store
     tracking.setup(cfg)
     speeds(at_once=60.0, alone=25.0)  # at once: 3 members x 8-9 epochs; one after another 3 x 7-8
     planned, (plan, _) = ensemble.plan_budget(cfg, tiny_splits, started=time.time())
+    assert seen.pop("limit") == pytest.approx(600 / 4, abs=5)  # a quarter of the budget left
     assert seen == {"count": 3, "threads": "1"} and plan.lanes == 3 and len(plan.epochs) == 3
     # after the members: this process's rate (0.0001 s an image), not the workers' (0.001)
     assert plan.after_seconds < 0.001 * 3 * (60 + 3 * 60) + cfg.train.budget_overhead.job
@@ -119,6 +122,12 @@ def test_a_budget_with_workers_times_them_together_and_plans_them_in_lanes(store
     _, (plan, _) = ensemble.plan_budget(cfg, tiny_splits, started=time.time(), force=True)
     assert plan.lanes == 1 and plan.fitting == (7, 7, 8)  # the last: one more, ended partway
     assert "budget: one after another, 3 members x 7-8 epochs; at once, 1 member x 5 epochs" in capsys.readouterr().out
+
+    speeds(at_once=None, alone=25.0)  # probes at once that hang: killed at their limit, the members one after another
+    _, (plan, _) = ensemble.plan_budget(cfg, tiny_splits, started=time.time(), force=True)
+    assert plan.lanes == 1 and plan.fitting == (7, 7, 8)
+    assert re.search(r"ensemble: budget: timing the members at once: gave no speed within 1\d\d s; the members train "
+                     r"one after another\n", capsys.readouterr().out)
 
     seen.clear()  # one after another drops a member: at once would too, and is not timed
     speeds(at_once=60.0, alone=40.0)
@@ -171,6 +180,18 @@ def test_a_failing_probe_process_fails_in_one_line_naming_its_error(smoke_cfg, m
                         lambda file, launched: python("import sys; sys.exit('mnist99 ensemble: error: no data')"))
     with pytest.raises(WorkerError, match=r"a probe process exited with status 1: mnist99 ensemble: error: no data$"):
         concurrent_probe.measure_at_once(smoke_cfg, 2, thread_environment(2, 2))
+
+
+def test_probe_processes_that_hang_are_killed_at_their_limit(smoke_cfg, monkeypatch):
+    from mnist99.training import concurrent_probe
+
+    monkeypatch.setattr(concurrent_probe, "probe_command",
+                        lambda file, launched: python("import time; print('probe: ready', flush=True); time.sleep(120)"))
+    began = time.monotonic()
+    with pytest.raises(concurrent_probe.ProbeTimeout, match=r"^timing the members at once: the 2 probe processes gave "
+                                                            r"no speed within 3 s$"):
+        concurrent_probe.measure_at_once(smoke_cfg, 2, thread_environment(2, 2), limit=3.0)
+    assert time.monotonic() - began < 30  # not the 120 s a process sleeps
 
 
 @pytest.mark.integration

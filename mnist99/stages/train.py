@@ -59,7 +59,8 @@ def timed_plan(cfg: Config, to_train: Sequence[Config], splits: Splits, started:
     """Time ``to_train`` and plan (see :func:`plan_budget`). Each member is timed in this process first, as one after
     another trains it. With ``at_once`` workers, when that plan keeps every member, they are timed again at once in
     as many processes (:mod:`mnist99.training.concurrent_probe`) and planned in as many lanes, and the plan with more
-    member-epochs wins. A plan that drops members one after another is kept: at once would drop them too, the
+    member-epochs wins; probes at once that give no speed within a quarter of the budget left leave the members
+    one after another. A plan that drops members one after another is kept: at once would drop them too, the
     probe at once costs ~40-60 s on 2 cores, and fewer workers run faster than a probe of ``at_once`` times them
     (a 10-minute job on 2 Intel cores planned 2 members at once x 6 epochs, and they ran 8 in the time)."""
     from mnist99.training.probe import measure_speed, measure_speeds
@@ -70,10 +71,15 @@ def timed_plan(cfg: Config, to_train: Sequence[Config], splits: Splits, started:
     if at_once < 2 or alone.dropped:
         return alone
     from mnist99.training import workers
-    from mnist99.training.concurrent_probe import measure_at_once
+    from mnist99.training.concurrent_probe import ProbeTimeout, measure_at_once
 
     env = workers.thread_environment(at_once, workers.cpu_cores())
-    together = measure_speeds(to_train, lambda member: measure_at_once(member, at_once, env, clock))
+    try:  # a quarter of the budget left at most: it costs ~40-60 s on 2 cores
+        together = measure_speeds(to_train, lambda member: measure_at_once(
+            member, at_once, env, clock, limit=(started + cfg.train.budget - clock()) / 4))
+    except ProbeTimeout as error:
+        print(f"{stage}: budget: {error}; the {noun}s train one after another", flush=True)
+        return budget.plan_job(cfg, to_train, speeds, counts, started, ensemble_size, robust, clock)
     scoring = sum(s.image_seconds for s in speeds) / len(speeds)  # what follows the members runs in this process
     plans = {"one after another": budget.plan_job(cfg, to_train, speeds, counts, started, ensemble_size, robust, clock),
              "at once": budget.plan_job(cfg, to_train, together, counts, started, ensemble_size, robust, clock,

@@ -272,7 +272,8 @@ def plan_job(cfg: Config, to_train: Sequence[Config], speeds: Sequence[Speed], c
     ``counts``: the images in the ``train``, ``val`` and ``test`` splits. ``ensemble_size``: the job ends
     with an ensemble of that many members (those of ``to_train`` and members reused, not trained), scored,
     evaluated (``robust_images`` for its robustness table) and exported; 0: one model, nothing after it.
-    ``lanes``: members that train at once (``speeds`` then timed that way: :func:`mnist99.training.probe.measure_at_once`);
+    ``lanes``: members that train at once (``speeds`` then timed that way:
+    :func:`mnist99.training.concurrent_probe.measure_at_once`);
     ``scoring``: seconds an image takes through a member in this process, after the members (default: the speeds').
     """
     costs = [member_cost(speed, member.train, counts["train"], counts["val"], counts["test"])

@@ -15,6 +15,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -26,26 +27,50 @@ READY = "probe: ready"
 SPEED = "probe: speed "
 
 
-def measure_at_once(cfg: Config, workers: int, env: dict[str, str], clock: Clock = time.time) -> Speed:
+class ProbeTimeout(WorkerError):
+    """The probe processes gave no speed within the time allowed them (they are killed)."""
+
+
+def measure_at_once(cfg: Config, workers: int, env: dict[str, str], clock: Clock = time.time,
+                    limit: float | None = None) -> Speed:
     """``cfg``'s :class:`Speed` in each of ``workers`` processes timed together (environment ``env``: the workers'
-    threads), their mean. Raises :class:`WorkerError` with a process's last error line when one fails."""
+    threads), their mean. Raises :class:`WorkerError` with a process's last error line when one fails, and
+    :class:`ProbeTimeout` when they have not all given their speed ``limit`` seconds after their launch (a process
+    that hangs would otherwise hold every other at the barrier, and the job, for good)."""
     with tempfile.TemporaryDirectory(prefix="mnist99-probe-") as folder:
         config_file = Path(folder) / "member.yaml"
         config_file.write_text(to_yaml(cfg))
         launched = clock()
         processes = []
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            for process, _ in processes:
+                process.kill()  # its stdout ends: the read below returns
+
+        timer = threading.Timer(limit, expire) if limit is not None else None
         try:
             for i in range(workers):
                 errors = open(Path(folder) / f"stderr-{i}", "w+")  # noqa: SIM115 - closed with its process below
                 processes.append((subprocess.Popen(probe_command(str(config_file), launched), env=env, text=True,
                                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors), errors))
+            if timer is not None:
+                timer.start()
             for process, errors in processes:
                 _read_until(process, errors, READY)
             for process, _ in processes:
                 process.stdin.write("go\n")
                 process.stdin.flush()
             speeds = [Speed(**json.loads(_read_until(process, errors, SPEED)[len(SPEED):])) for process, errors in processes]
+        except (WorkerError, OSError) as error:
+            if expired.is_set():
+                raise ProbeTimeout(f"timing the members at once: the {workers} probe processes gave no speed within "
+                                   f"{limit:.0f} s") from None
+            raise error
         finally:
+            if timer is not None:
+                timer.cancel()
             for process, errors in processes:
                 if process.poll() is None:
                     process.kill()
