@@ -187,10 +187,10 @@ def fit_member(cfg: Config, splits: Splits, index: int, nested: bool = False, fo
     plan = member_plan(cfg)
     member_cfg, label = plan[index - 1][0], f"ensemble: member {index}/{len(plan)}"
     key = tracking.cache_key("train", member_cfg, splits.digest)
-    found = None if force else finished_member(member_cfg, splits)
+    found = None if force else tracking.cached_run("train", key)
     if found is None:
         with tracking.claimed(key, label, cfg.tracking.claim) as claim:
-            found = None if force else finished_member(member_cfg, splits)  # trained while this process waited
+            found = None if force else tracking.cached_run("train", key)  # trained while this process waited
             if found is None:
                 print(f"{label}: training {member_cfg.model.name}, seed {member_cfg.seed}, "
                       f"{member_cfg.train.epochs} epoch(s) of {len(splits.y_train):,} images", flush=True)
