@@ -63,11 +63,11 @@ def measure_at_once(cfg: Config, workers: int, env: dict[str, str], clock: Clock
                 process.stdin.write("go\n")
                 process.stdin.flush()
             speeds = [Speed(**json.loads(_read_until(process, errors, SPEED)[len(SPEED):])) for process, errors in processes]
-        except (WorkerError, OSError) as error:
+        except (WorkerError, OSError):
             if expired.is_set():
                 raise ProbeTimeout(f"timing the members at once: the {workers} probe processes gave no speed within "
                                    f"{limit:.0f} s") from None
-            raise error
+            raise
         finally:
             if timer is not None:
                 timer.cancel()
