@@ -77,9 +77,10 @@ def test_worker_commands_keep_their_working_folder_off_the_import_path_and_carry
 
     command = member_command("cfg.yaml", 2, force=True, parent_run_id="abc", after=1, plan_file="plan.json")
     assert command[:4] == [sys.executable, "-P", "-m", "mnist99.cli"]  # -P: a ./mnist99 folder shadows nothing
-    assert command[4:] == ["ensemble", "-c", "cfg.yaml", "--member", "2", "--worker", "abc", "1", "--plan", "plan.json",
-                           "--force"]
-    assert "--plan" not in member_command("cfg.yaml", 2, force=False)
+    assert command[4:] == ["ensemble", "-c", "cfg.yaml", "--member", "2", "--worker", "1", "--parent-run", "abc",
+                           "--plan", "plan.json", "--force"]
+    alone = member_command("cfg.yaml", 2, force=False)  # no ensemble run open: the member's run nests under none
+    assert "--plan" not in alone and "--parent-run" not in alone
 
 
 def test_a_budget_with_workers_times_them_together_and_plans_them_in_lanes(store, tiny_splits, monkeypatch, capsys):
@@ -169,7 +170,7 @@ def test_budgeted_workers_get_the_plan_and_count_their_start_against_their_deadl
     monkeypatch.setattr(ensemble, "make_splits", lambda *a, **k: tiny_splits)
     monkeypatch.setattr(ensemble.tracking, "setup", lambda cfg: None)
     monkeypatch.setattr(ensemble, "fit_member", lambda *a, **k: carried.update(k) or {"run_id": "r"})
-    ensemble.run_member(cfg, 2, started=time.time() - 12, worker=("-", "0"), budgeted=plan)
+    ensemble.run_member(cfg, 2, started=time.time() - 12, worker=0, budgeted=plan)
     assert carried["budgeted"] == plan and -13 < carried["carried"] <= -12  # Python, TensorFlow and the data came first
 
 

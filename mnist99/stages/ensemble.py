@@ -40,9 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--member", type=int, metavar="I",
                         help="train only member I (1..N) as an ordinary train run, so that members train in separate "
                              "processes or machines against one tracking server; a later `ensemble`/`run` reuses it")
-    # --member run by an ensemble's process (ensemble.workers): the ensemble's run, to nest the member's under, and
-    # how many members the worker's slot trains after this one
-    parser.add_argument("--worker", nargs=2, metavar=("PARENT_RUN_ID", "AFTER"), help=argparse.SUPPRESS)
+    # --member run by an ensemble's process (ensemble.workers): how many members the worker's slot trains after
+    # this one, and the ensemble's run to nest the member's under (none without an active run)
+    parser.add_argument("--worker", type=int, metavar="AFTER", help=argparse.SUPPRESS)
+    parser.add_argument("--parent-run", metavar="RUN_ID", help=argparse.SUPPRESS)
     # and the budget's plan (JSON file) its member's deadline comes from
     parser.add_argument("--plan", metavar="FILE", help=argparse.SUPPRESS)
     # a probe process of members timed at once (mnist99.training.concurrent_probe): when it was launched
@@ -149,7 +150,7 @@ def train_at_once(cfg: Config, splits: Splits, plan: list, force: bool = False, 
         if budgeted is not None:
             plan_file = Path(folder) / "plan.json"
             plan_file.write_text(json.dumps(budgeted.to_dict()))
-        parent = tracking.active_run_id() or "-"
+        parent = tracking.active_run_id()
         jobs = [(f"member {i}", workers.member_command(str(config_file), i, force, parent, (len(todo) - 1 - place) // count,
                                                        plan_file and str(plan_file)))
                 for place, i in enumerate(todo)]
@@ -278,7 +279,8 @@ def run(cfg: Config, args: argparse.Namespace | None = None) -> dict:
     if member is not None:
         plan_file = getattr(args, "plan", None)
         plan = Plan.from_dict(json.loads(Path(plan_file).read_text())) if plan_file else None
-        return run_member(cfg, member, started, force, worker=getattr(args, "worker", None), budgeted=plan)
+        return run_member(cfg, member, started, force, worker=getattr(args, "worker", None),
+                          parent_run_id=getattr(args, "parent_run", None), budgeted=plan)
     tracking.setup(cfg)
     splits = make_splits(cfg.data, cfg.seed)
     cfg, budgeted = plan_budget(cfg, splits, started, force)
@@ -295,13 +297,13 @@ def run(cfg: Config, args: argparse.Namespace | None = None) -> dict:
 
 
 def run_member(cfg: Config, index: int, started: float, force: bool = False,
-               worker: tuple[str, str] | None = None, budgeted: Plan | None = None) -> dict:
+               worker: int | None = None, parent_run_id: str | None = None, budgeted: Plan | None = None) -> dict:
     """Member ``index`` (from 1) alone, as an ordinary (not nested) train run under its claim, or the
     FINISHED run another process trained; returns its run id (and metrics when trained here).
 
-    ``worker``: (the ensemble's run id or "-", how many members this worker's slot trains after this one) when an
-    ensemble's process runs it (:func:`train_at_once`): the member's run nests under the ensemble's, it says when
-    the job will end, and the ensemble, not the member, combines them. ``budgeted``: the plan of that ensemble's
+    ``worker``: how many members this worker's slot trains after this one, when an ensemble's process runs it
+    (:func:`train_at_once`): it says when the job will end, and the ensemble, not the member, combines them;
+    ``parent_run_id``: that ensemble's run, which the member's run nests under. ``budgeted``: the plan of that ensemble's
     budget (``cfg`` is planned): the member's deadline, less what this process took before it (Python, TensorFlow,
     the data: the plan's probe timed them as part of the member's start)."""
     from mnist99.delivery.ensemble import member_plan
@@ -325,11 +327,10 @@ def run_member(cfg: Config, index: int, started: float, force: bool = False,
               f"(train.budget_min_epochs={budgeted.min_epochs})")
         return {"run_id": None}
     label = f"ensemble: member {index}/{size}"
-    parent, after = (worker[0] if worker[0] != "-" else None, int(worker[1])) if worker else (None, 0)
-    timer = [] if worker is None or budgeted else [finish_timer(asked[index - 1][0], splits, label, after, size)]
-    carried = -(time.time() - started) if worker and budgeted else 0.0
+    timer = [] if worker is None or budgeted else [finish_timer(asked[index - 1][0], splits, label, worker, size)]
+    carried = -(time.time() - started) if worker is not None and budgeted else 0.0
     out = fit_member(cfg, splits, index, force=force, budgeted=budgeted, callbacks=timer,
-                     parent_run_id=parent, carried=carried)
+                     parent_run_id=parent_run_id, carried=carried)
     out.pop("model", None)
     if worker is None:
         print(f"{label}: run {out['run_id']}; `mnist99 ensemble` or `mnist99 run` with the "

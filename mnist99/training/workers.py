@@ -141,10 +141,11 @@ def cli_command(*args: str) -> list[str]:
     return [sys.executable, "-P", "-m", "mnist99.cli", *args]
 
 
-def member_command(config_file: str, index: int, force: bool, parent_run_id: str = "-", after: int = 0,
+def member_command(config_file: str, index: int, force: bool, parent_run_id: str | None = None, after: int = 0,
                    plan_file: str | None = None) -> list[str]:
     """The worker command that trains member ``index`` of the ensemble in ``config_file`` (the resolved config),
-    its run nested under ``parent_run_id`` ("-": none); ``after``: how many members its slot trains after it
+    its run nested under ``parent_run_id`` (None: not nested); ``after``: how many members its slot trains after it
     (for the finish time it prints); ``plan_file``: the budget's plan (JSON) its deadline comes from."""
-    return cli_command("ensemble", "-c", config_file, "--member", str(index), "--worker", parent_run_id, str(after),
+    return cli_command("ensemble", "-c", config_file, "--member", str(index), "--worker", str(after),
+                       *(["--parent-run", parent_run_id] if parent_run_id else []),
                        *(["--plan", plan_file] if plan_file else []), *(["--force"] if force else []))
