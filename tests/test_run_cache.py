@@ -10,6 +10,7 @@ import pytest
 
 from mnist99.config import with_overrides
 from mnist99.stages import run
+from mnist99.training.devices import cpu_description
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -47,6 +48,8 @@ def test_second_run_skips_every_stage_and_force_reruns(smoke_cfg, store, tmp_pat
     assert ("registered   models:/mnist99-ensemble/1  -> mnist99.load_ensemble('models:/mnist99-ensemble@champion')"
             in out.splitlines())  # the reused export keeps its alias
     assert f"robustness   mean {first['robust/mean']:.4f}" in out
+    machine = [line for line in out.splitlines() if line.startswith("machine      ")]
+    assert len(machine) == 1 and machine[0].endswith(cpu_description())  # the figure's CPU, to quote beside it
     assert second["test_accuracy"] == pytest.approx(first["test_accuracy"])
     assert second["eval_ece"] == pytest.approx(first["eval_ece"])
     assert second["robust/mean"] == pytest.approx(first["robust/mean"])  # the evaluation pack's robustness, read back

@@ -22,9 +22,10 @@ def test_prepare_then_train_log_everything(smoke_cfg, store, capsys):
     assert run.data.tags["mnist99.stage"] == "train"
     assert run.data.tags["mnist99.model"] == "rescnn"
     assert run.data.tags["mnist99.optimizer"] == "adamw" and run.data.tags["mnist99.precision"] == "float32"
-    from mnist99.training.devices import has_gpu
+    from mnist99.training.devices import cpu_description, has_gpu
 
     assert run.data.tags["mnist99.data_on_device"] == str(has_gpu()).lower()  # what `auto` chose here
+    assert run.data.tags["mnist99.cpu"] == cpu_description()  # which CPU its seconds came from
     assert run.data.params["train.optimizer.lr"] == str(smoke_cfg.train.optimizer.lr)
     assert run.data.params["data.train_limit"] == "512"
     for key in ("test_accuracy", "test_loss", "val_accuracy", "best_epoch", "epochs_run", "train_seconds"):

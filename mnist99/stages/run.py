@@ -85,7 +85,12 @@ def evaluate_in_run(cfg: Config, out: dict, splits) -> dict:
 
 
 def summary(ens: dict, evaluation: dict, exported: dict, seconds: float, cfg: Config) -> str:
-    """Members, ensemble, calibration, robustness, wall time, where the model is registered and how to open the UI."""
+    """Members, ensemble, calibration, robustness, wall time and the machine it took (a figure to quote beside its
+    CPU), where the model is registered and how to open the UI."""
+    from mnist99.training.devices import cpu_description, device_name
+
+    device = device_name()
+    machine = cpu_description() if device == "CPU" else f"{device}; host {cpu_description()}"
     lines = ["", "mnist99 run: summary", f"{'':12} {'test_acc':>8}"]
     robustness = [f"robustness   mean {evaluation['robust/mean']:.4f}, min {evaluation['robust/min']:.4f}, held-out families "
                   f"{evaluation['robust/unseen_mean']:.4f} (corrupted test digits)"] if "robust/mean" in evaluation else []
@@ -96,6 +101,7 @@ def summary(ens: dict, evaluation: dict, exported: dict, seconds: float, cfg: Co
                f"NLL {evaluation.get('eval_test_nll', float('nan')):.4f} (test)"),
               *robustness,
               f"wall time    {seconds / 60:.1f} min",
+              f"machine      {machine}",
               f"registered   {exported['model_uri']}  -> mnist99.load_ensemble({exported['serve_uri']!r})",
               f"alias        {exported['promotion']}",
               f"files        {'  '.join(exported['files'].values())}",

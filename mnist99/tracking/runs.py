@@ -15,13 +15,13 @@ from mnist99 import __version__
 from mnist99.config import Config, flatten, to_yaml
 from mnist99.constants import NUM_CLASSES
 from mnist99.tracking import keys
-from mnist99.training.devices import device_name
+from mnist99.training.devices import cpu_description, device_name
 
 
 def base_tags(stage: str) -> dict[str, str]:
-    """Tags of every stage run: the stage, the version and code digest that ran it, the device, the commit."""
+    """Tags of every stage run: the stage, the version and code digest that ran it, the device and CPU, the commit."""
     tags = {"mnist99.stage": stage, "mnist99.version": __version__, "mnist99.device": device_name(),
-            keys.CODE_DIGEST_TAG: keys.code_digest()}
+            "mnist99.cpu": cpu_description(), keys.CODE_DIGEST_TAG: keys.code_digest()}
     commit = keys.git_commit()
     if commit:
         tags["mlflow.source.git.commit"] = commit
