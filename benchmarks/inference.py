@@ -160,15 +160,6 @@ def serving(cfg: Config, source: str, model, images: np.ndarray, expected: np.nd
     return rows
 
 
-def cpu_model() -> str:
-    """The CPU's model name (figures differ ~3x between this project's machines: put it beside them)."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def versions() -> dict:
     found = {}
     for package in PACKAGES:
@@ -198,7 +189,7 @@ def main() -> None:
     from mnist99.delivery.formats import install_hint, missing_extra
     from mnist99.delivery.forward import in_batches, predict_probs
     from mnist99.delivery.loading import load_ensemble
-    from mnist99.training.devices import device_name
+    from mnist99.training.devices import cpu_model, device_name
 
     unknown = [r for r in runtimes if r not in RUNTIMES]
     missing = {r: missing_extra(r) for r in runtimes if r in RUNTIMES and missing_extra(r)}

@@ -16,7 +16,6 @@ results are reported, never asserted.
 """
 from __future__ import annotations
 
-import platform
 import sys
 from pathlib import Path
 
@@ -32,16 +31,9 @@ from mnist99.data import corruptions, make_splits  # noqa: E402
 from mnist99.data.splits import stratified_subset  # noqa: E402
 from mnist99.reports import plots, robustness  # noqa: E402
 from mnist99.stages.evaluate import source_name  # noqa: E402
+from mnist99.training.devices import cpu_model  # noqa: E402
 
 SPLITS = {"test": "test", "val": "validation"}  # --split: the Splits part, and how the table names it
-
-
-def cpu_model() -> str:
-    """The CPU's model name (Linux), else what ``platform`` knows: figures compare only on one kind of CPU."""
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
-    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    return names[0] if names else platform.processor() or platform.machine()
 
 
 def draw_examples(images: np.ndarray, seed: int, path: str) -> None:

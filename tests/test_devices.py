@@ -2,7 +2,7 @@
 from pathlib import Path
 
 from mnist99.training import devices
-from mnist99.training.devices import cpu_description, describe_cpu
+from mnist99.training.devices import cpu_description, cpu_model, describe_cpu
 from mnist99.training.workers import cpu_cores
 
 
@@ -29,6 +29,7 @@ def test_a_cpu_is_named_by_model_family_cores_and_vector_units():
                                      "avx512_bf16 amx_tile"
     old = cpuinfo("Old x86", "6", "23", "fpu sse2 sse4_1 avx")
     assert describe_cpu(old, 1) == "Old x86 (family 6, model 23); 1 core; no AVX2"
+    assert cpu_model(intel) == "Intel(R) Xeon(R) Processor"  # the name alone, as the benchmarks print it
 
 
 def test_a_cpu_without_x86_fields_falls_back_to_the_platform(monkeypatch):
@@ -39,6 +40,7 @@ def test_a_cpu_without_x86_fields_falls_back_to_the_platform(monkeypatch):
     assert describe_cpu(arm, 8) == "aarch64; 8 cores"
     monkeypatch.setattr(devices.platform, "processor", lambda: "arm")
     assert describe_cpu("", 10) == "arm; 10 cores"
+    assert cpu_model("") == "arm"
 
 
 def test_this_machine_is_described_from_its_own_cpuinfo():

@@ -41,6 +41,22 @@ def device_name() -> str:
 
 
 @functools.cache
+def cpuinfo_text() -> str:
+    """``/proc/cpuinfo``'s text, read once a process; ``""`` where there is none (macOS, Windows)."""
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
+def cpu_model(cpuinfo: str | None = None) -> str:
+    """The CPU's model name from ``cpuinfo`` (default: this machine's :func:`cpuinfo_text`), else what
+    :mod:`platform` knows: the name the benchmarks print beside their figures."""
+    return first_processor(cpuinfo_text() if cpuinfo is None else cpuinfo).get("model name") \
+        or platform.processor() or platform.machine() or "unknown CPU"
+
+
+@functools.cache
 def cpu_description() -> str:
     """This machine's CPU in one line, the ``mnist99.cpu`` tag of every run and a line of ``mnist99 run``'s
     summary: e.g. ``AMD EPYC (family 25, model 17); 2 cores; avx2 avx512f avx512_bf16``.
@@ -50,24 +66,26 @@ def cpu_description() -> str:
     members 1.4x apart (epochs three at a time of 44 s in family 26, 61 s in family 25), and only the CPU family
     told them apart (benchmarks/results/cpu-2core/2026-12-08-fresh-clone-avx512-366a1aa.md and
     2026-12-08-fresh-clone-avx512-family-25-0aa66f5.md)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:  # macOS, Windows
-        text = ""
-    return describe_cpu(text, cpu_cores())
+    return describe_cpu(cpuinfo_text(), cpu_cores())
 
 
-def describe_cpu(cpuinfo: str, cores: int) -> str:
-    """:func:`cpu_description` from the text of ``/proc/cpuinfo`` (its first processor; ``""`` where there is
-    none: then the name :mod:`platform` gives, and no extensions) and the cores this process may use."""
+def first_processor(cpuinfo: str) -> dict[str, str]:
+    """The fields of ``cpuinfo``'s first processor block (the others repeat it on the machines this runs on)."""
     fields: dict[str, str] = {}
     for line in cpuinfo.splitlines():
         if not line.strip() and fields:
-            break  # the first processor's block: the others repeat it
+            break
         key, colon, value = line.partition(":")
         if colon:
             fields.setdefault(key.strip(), value.strip())
-    name = fields.get("model name") or platform.processor() or platform.machine() or "unknown CPU"
+    return fields
+
+
+def describe_cpu(cpuinfo: str, cores: int) -> str:
+    """:func:`cpu_description` from the text of ``/proc/cpuinfo`` (``""`` where there is none: then the name
+    :mod:`platform` gives, and no extensions) and the cores this process may use."""
+    fields = first_processor(cpuinfo)
+    name = cpu_model(cpuinfo)
     if "cpu family" in fields and "model" in fields:
         name += f" (family {fields['cpu family']}, model {fields['model']})"
     parts = [name, f"{cores} core{'s' if cores != 1 else ''}"]
